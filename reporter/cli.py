@@ -1,0 +1,427 @@
+"""The ``reporter`` command line: thin commands that turn options into calls of the library.
+
+Errors a user can cause are :class:`~reporter.errors.ReporterError` and print as one clear
+``Error: ...`` line with exit status 2; Ctrl-C and SIGTERM exit with status 130 / 143 after the
+library has cleaned up its temporary files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reporter import __version__
+from reporter.errors import ReporterError
+
+__all__ = ["cli", "main"]
+
+log = logging.getLogger("reporter")
+
+
+class _Terminated(Exception):
+    """Raised from the SIGTERM handler so ``finally`` blocks run."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise _Terminated()
+
+
+class ReporterGroup(click.Group):
+    """A click group that turns user errors and interruptions into clean exits."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return super().invoke(ctx)
+        except ReporterError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: stopped without writing a partial report.", err=True)
+            ctx.exit(130)
+        except _Terminated:
+            click.echo("Terminated: stopped without writing a partial report.", err=True)
+            ctx.exit(143)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class IntRange(click.ParamType):
+    """Channels as ``0-7``, ``0,3,5`` or ``0-3,8``."""
+
+    name = "channels"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> list[int]:
+        if isinstance(value, list):
+            return value
+        out: list[int] = []
+        try:
+            for part in str(value).split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                if "-" in part:
+                    lo, hi = part.split("-", 1)
+                    out.extend(range(int(lo), int(hi) + 1))
+                else:
+                    out.append(int(part))
+        except ValueError:
+            self.fail(f"{value!r} is not a channel list like 0-7 or 0,3,5", param, ctx)
+        if not out or min(out) < 0:
+            self.fail(f"{value!r} is not a channel list like 0-7 or 0,3,5", param, ctx)
+        return out
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose == 0 and not quiet:
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+@click.group(cls=ReporterGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reporter")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Audit a PyTorch image classifier and write a report people can read.
+
+    Run `reporter audit` with no arguments for the built-in demo.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    _setup_logging(verbose, quiet=False)
+
+
+def _model_options(f):
+    f = click.option("--arch", default=None, help="Architecture of a bare state_dict.")(f)
+    f = click.option(
+        "--trust-checkpoint",
+        is_flag=True,
+        help="Allow loading a pickled model object (runs code from the file; trusted files only).",
+    )(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")(f)
+    f = click.option("--input-size", type=int, default=None, help="Model input side in pixels.")(f)
+    return f
+
+
+@cli.command()
+@click.option("--data", default="digits", show_default=True, help="digits, shapes or a folder.")
+@click.option("--train-data", type=click.Path(), default=None, help="Explicit training folder.")
+@click.option("--test-data", type=click.Path(), default=None, help="Explicit test folder.")
+@click.option("--arch", default="gapnet", show_default=True, help="gapnet or a torchvision name.")
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--input-size", type=int, default=None, help="Input side in pixels.")
+@click.option(
+    "--init",
+    "init",
+    type=click.Path(),
+    default=None,
+    help="Start from this checkpoint (the head is replaced if the class count differs).",
+)
+@click.option("--freeze", default=None, help="Train only the layers after this layer name.")
+@click.option(
+    "--spurious",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="shapes only: probability that the background colour gives the class away.",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(), default="model.pt", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(
+    data: str,
+    train_data: str | None,
+    test_data: str | None,
+    arch: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    input_size: int | None,
+    init: str | None,
+    freeze: str | None,
+    spurious: float,
+    device: str,
+    out: str,
+    quiet: bool,
+) -> None:
+    """Train a classifier and save a checkpoint with its metadata.
+
+    Example: reporter train --data digits --arch gapnet --epochs 4 --out model.pt
+    """
+    from reporter.data import Preprocess, load_dataset
+    from reporter.device import resolve_device
+    from reporter.metrics import classification_metrics
+    from reporter.models import save_checkpoint
+    from reporter.predict import predict
+    from reporter.train import TrainConfig
+    from reporter.train import train as run_train
+
+    dev = resolve_device(device)
+    bundle = load_dataset(
+        data, seed=seed, train_path=train_data, test_path=test_data, spurious=spurious
+    )
+    cfg = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        input_size=(input_size, input_size) if input_size else None,
+        init=init,
+        freeze=freeze,
+        device=str(dev),
+    )
+    result = run_train(bundle, cfg, progress=not quiet)
+    meta = result.loaded.meta
+    bundle.set_transform(Preprocess(meta.input_size, meta.channels, meta.mean, meta.std))
+    preds = predict(result.loaded.model, bundle.test, device=dev, progress=not quiet)
+    metrics = classification_metrics(preds.probs, preds.labels, bundle.class_names)
+    meta.extra["test_accuracy"] = metrics["accuracy"]
+    path = save_checkpoint(out, result.loaded.model, meta)
+    skipped = len(bundle.skipped) + len(result.skipped) + len(preds.skipped)
+    click.echo(
+        f"Trained {arch} on {bundle.name} ({len(bundle.train)} images, {epochs} epochs, "
+        f"{result.seconds:.1f} s). Test accuracy {metrics['accuracy']:.1%} on "
+        f"{metrics['n_images']} images."
+        + (f" Skipped {skipped} unreadable files." if skipped else "")
+    )
+    click.echo(f"Saved {path}")
+
+
+def _format_metrics(metrics: dict[str, Any], class_names: list[str]) -> str:
+    lines = [
+        f"images      {metrics['n_images']}",
+        f"accuracy    {metrics['accuracy']:.2%}",
+    ]
+    if "top5_accuracy" in metrics:
+        lines.append(f"top-5       {metrics['top5_accuracy']:.2%}")
+    lines += [f"macro F1    {metrics['macro_f1']:.3f}", f"ECE (15)    {metrics['ece']:.3f}", ""]
+    width = max(8, *(len(n) for n in class_names))
+    lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+    for row in metrics["per_class"]:
+        lines.append(
+            f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+            f"{row['f1']:5.3f}  {row['support']:7d}"
+        )
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--data", default="digits", show_default=True, help="digits, shapes or a folder.")
+@click.option(
+    "--split",
+    type=click.Choice(["all", "test"]),
+    default="all",
+    show_default=True,
+    help="For a folder: predict all images, or only the held-out test split.",
+)
+@click.option(
+    "--json",
+    "json_out",
+    default=None,
+    help="Write the metrics as JSON to this path ('-' for stdout).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_model_options
+def predict(
+    model: str,
+    data: str,
+    split: str,
+    json_out: str | None,
+    batch_size: int,
+    seed: int,
+    quiet: bool,
+    arch: str | None,
+    trust_checkpoint: bool,
+    device: str,
+    input_size: int | None,
+) -> None:
+    """Predict over a data set and print accuracy, per-class metrics and calibration."""
+    from reporter.device import model_device
+    from reporter.metrics import classification_metrics
+    from reporter.predict import predict as run_predict
+    from reporter.setup import prepare
+
+    prep = prepare(
+        model=model,
+        data=data,
+        arch=arch,
+        split=split,
+        seed=seed,
+        trust_checkpoint=trust_checkpoint,
+        device=device,
+        input_size=input_size,
+        progress=not quiet,
+    )
+    preds = run_predict(
+        prep.loaded.model,
+        prep.bundle.test,
+        batch_size=batch_size,
+        device=model_device(prep.loaded.model),
+        progress=not quiet,
+    )
+    names = prep.loaded.meta.class_names
+    metrics = classification_metrics(preds.probs, preds.labels, names)
+    skipped = prep.bundle.skipped + preds.skipped
+    metrics["skipped"] = skipped
+    if json_out == "-":
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    for note in prep.notes:
+        click.echo(note)
+    click.echo(_format_metrics(metrics, names))
+    if skipped:
+        click.echo(f"\nSkipped {len(skipped)} files:")
+        for item in skipped[:10]:
+            click.echo(f"  {item['path']}: {item['reason']}")
+        if len(skipped) > 10:
+            click.echo(f"  ... and {len(skipped) - 10} more (see --json)")
+    if json_out:
+        Path(json_out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        click.echo(f"Wrote {json_out}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--num-classes", type=int, default=None, help="For an architecture name.")
+@click.option("--channels", type=int, default=None, help="Input channels (if not stored).")
+@click.option("--all", "show_all", is_flag=True, help="Also list containers, not only leaves.")
+@_model_options
+def layers(
+    model: str,
+    num_classes: int | None,
+    channels: int | None,
+    show_all: bool,
+    arch: str | None,
+    trust_checkpoint: bool,
+    device: str,
+    input_size: int | None,
+) -> None:
+    """List the model's layers with output shapes; '*' marks layers usable for CAMs."""
+    import torch
+
+    from reporter.layers import auto_layer, trace_layers
+    from reporter.models import load_model
+
+    loaded = load_model(
+        model,
+        arch=arch,
+        num_classes=num_classes if num_classes or Path(model).exists() else 10,
+        channels=channels,
+        input_size=(input_size, input_size) if input_size else None,
+        trust_checkpoint=trust_checkpoint,
+    )
+    if not loaded.hookable:
+        raise ReporterError(
+            "This is a TorchScript model: its layers cannot be hooked, so CAMs and layer "
+            "listing need the original nn.Module (save a state_dict and pass --arch)."
+        )
+    meta = loaded.meta
+    sample = torch.zeros(1, meta.channels, *meta.input_size)
+    infos = trace_layers(loaded.model, sample)
+    leaves = {n for n, m in loaded.model.named_modules() if not any(True for _ in m.children())}
+    auto = auto_layer(infos)
+    click.echo(
+        f"{meta.arch}: input {meta.channels}x{meta.input_size[0]}x{meta.input_size[1]}, "
+        f"{meta.num_classes} classes. '*' = usable for CAMs; auto = {auto}"
+    )
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        if not show_all and info.name not in leaves and info.name != auto:
+            continue
+        shape = "x".join(str(s) for s in info.output_shape) if info.output_shape else "-"
+        mark = "*" if info.cam_ready else " "
+        note = "  <- auto" if info.name == auto else ""
+        if info.overwritten_by:
+            note += f"  (overwritten in place by {info.overwritten_by})"
+        if info.calls > 1:
+            note += f"  (runs {info.calls}x)"
+        click.echo(f"{mark} {info.name:<{width}}  {info.type:<20} {shape}{note}")
+
+
+@cli.command()
+@click.option("--model", default=None, help="Checkpoint path, or an architecture to train.")
+@click.option("--arch", default=None, help="Architecture of a bare state_dict / to train.")
+@click.option("--data", default=None, help="digits (default), shapes, shapes-spurious or a folder.")
+@click.option("--train-data", type=click.Path(), default=None)
+@click.option("--test-data", type=click.Path(), default=None)
+@click.option(
+    "--split",
+    type=click.Choice(["all", "test"]),
+    default=None,
+    help="With --model and a folder: audit all images (default) or the test split.",
+)
+@click.option("--masks", type=click.Path(), default=None, help="Object masks folder.")
+@click.option("--methods", default=None, help="Comma-separated CAM methods.")
+@click.option("--layers", default=None, help="Comma-separated layer names or 'auto'.")
+@click.option("--featvis-layers", default=None, help="Layers to visualise ('auto', names).")
+@click.option("--featvis-channels", type=int, default=None, help="Channels per layer.")
+@click.option("--featvis-steps", type=int, default=None, help="Optimisation steps.")
+@click.option("--samples-per-class", type=int, default=None, help="Images per gallery row.")
+@click.option("--trust-samples", type=int, default=None, help="Images for the trust metrics.")
+@click.option("--format", "formats", default=None, help="html,pdf,json[,modelcard].")
+@click.option("--out", default=None, help="Output folder (default: report).")
+@click.option("--config", "config_path", type=click.Path(), default=None, help="TOML config.")
+@click.option("--template-dir", type=click.Path(), default=None, help="Override templates.")
+@click.option("--colormap", default=None, help="Heatmap colormap (default viridis).")
+@click.option("--device", default=None, help="auto, cpu, cuda.")
+@click.option("--seed", type=int, default=None)
+@click.option("--epochs", type=int, default=None, help="Training epochs if it trains.")
+@click.option("--input-size", type=int, default=None)
+@click.option("--trust-checkpoint", is_flag=True, default=None)
+@click.option("--spurious", type=float, default=None, help="shapes: background shortcut P.")
+@click.option(
+    "--shortcut",
+    type=click.Choice(["absent", "kept"]),
+    default=None,
+    help="shapes test split: shortcut absent or kept.",
+)
+@click.option("--max-images", type=int, default=None, help="Audit at most N test images.")
+@click.option("--quiet", is_flag=True, default=None, help="No progress bars.")
+def audit(config_path: str | None, **options: Any) -> None:
+    """Audit a model and write report.html, report.pdf and audit.json.
+
+    With no arguments: train (or reuse) gapnet on the digits data and audit it.
+    """
+    from reporter.config import load_config
+    from reporter.pipeline import run_audit
+
+    overrides = {k: v for k, v in options.items() if v is not None}
+    config = load_config(config_path, overrides)
+    result = run_audit(config, argv=["reporter", *sys.argv[1:]])
+    paths = ", ".join(str(p) for p in result.paths.values())
+    click.echo(f"Audited {result.summary}. Wrote {paths} in {result.seconds:.1f} s.")
+
+
+def _register_optional() -> None:
+    try:
+        from reporter.featvis.cli import featvis
+    except ImportError:  # pragma: no cover - featvis is part of the package
+        return
+    cli.add_command(featvis)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="reporter")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

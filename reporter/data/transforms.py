@@ -1,0 +1,142 @@
+"""Preprocessing that follows a model's metadata, and its inverse for display."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+__all__ = ["ImageReadError", "Preprocess", "pil_to_tensor", "read_image", "to_channels"]
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be used; the message is the reason recorded in ``skipped``."""
+
+
+def read_image(path: str) -> Image.Image:
+    """Open an image file fully, upright (EXIF orientation applied), or raise ImageReadError.
+
+    Pillow's decompression-bomb guard answers with an ImageReadError that says so.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                return img.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(
+            f"image too large to decode safely ({exc}); resize it below "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels"
+        ) from None
+    except FileNotFoundError:
+        raise ImageReadError("file disappeared while reading") from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError("not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc) or type(exc).__name__
+        raise ImageReadError(f"corrupt or truncated image ({text})") from None
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """Convert any Pillow image to a float tensor ``[C, H, W]`` in [0, 1], C in {1, 3}.
+
+    Handles 16-bit and float grayscale, palette, alpha (composited on white) and CMYK.
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
+        if mode == "I" and arr.max() <= 255 and arr.min() >= 0:
+            lo, hi = 0.0, 255.0
+        arr = (arr - lo) / max(hi - lo, 1e-12)
+        return torch.from_numpy(np.clip(arr, 0, 1).astype(np.float32))[None]
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+        img = img.convert("L" if mode in ("LA", "La") else "RGB")
+    elif mode in ("1", "L"):
+        img = img.convert("L")
+    elif mode != "RGB":
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        return torch.from_numpy(arr.copy())[None]
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Adapt ``[C, H, W]`` to ``channels`` (gray -> RGB by repetition, RGB -> gray by luminance)."""
+    c = x.shape[-3]
+    if c == channels:
+        return x
+    if c == 1:
+        return x.expand(*x.shape[:-3], channels, *x.shape[-2:]).clone()
+    if channels == 1 and c == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(3, 1, 1)
+        return (x * weights).sum(-3, keepdim=True)
+    return x[..., :channels, :, :] if c > channels else to_channels(x[..., :1, :, :], channels)
+
+
+class Preprocess:
+    """Turn an image (Pillow or a ``[C, H, W]`` tensor in [0, 1]) into a model input.
+
+    The image is resized so that it covers ``input_size`` while keeping its aspect ratio, centre
+    cropped, converted to ``channels`` channels and normalised with ``mean`` / ``std``.
+
+    Args:
+        input_size: ``(height, width)``.
+        channels: 1 or 3.
+        mean: Per-channel mean (a single value is broadcast).
+        std: Per-channel std.
+    """
+
+    def __init__(
+        self,
+        input_size: Sequence[int],
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.channels = int(channels)
+        mean = list(mean) if len(mean) == channels else [float(mean[0])] * channels
+        std = list(std) if len(std) == channels else [float(std[0])] * channels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def to_unit(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """Resize, crop and adapt channels: ``[channels, H, W]`` in [0, 1], not normalised."""
+        x = pil_to_tensor(image) if isinstance(image, Image.Image) else image.float()
+        x = to_channels(x, self.channels)
+        height, width = self.input_size
+        h, w = x.shape[-2:]
+        if (h, w) != (height, width):
+            scale = max(height / h, width / w)
+            new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+            x = F.interpolate(
+                x[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+            )[0]
+            top, left = (new_h - height) // 2, (new_w - width) // 2
+            x = x[:, top : top + height, left : left + width]
+        return x.clamp(0, 1)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply mean/std normalisation to ``[..., C, H, W]`` in [0, 1]."""
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`normalize` for display: ``[..., C, H, W]`` back to [0, 1]."""
+        return (x * self.std.to(x.device) + self.mean.to(x.device)).clamp(0, 1)
+
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        return self.normalize(self.to_unit(image))

@@ -1,0 +1,404 @@
+"""Checkpoints: our format, bare state_dicts, TorchScript, and the refusal of pickled modules.
+
+Formats ``load_model`` understands:
+
+- **reporter checkpoint**: a ``.pt`` holding ``{"format": "reporter-checkpoint", "version": 1,
+  "state_dict": ..., "meta": {...}}`` (see :class:`~reporter.models.meta.ModelMeta`).
+- **bare state_dict** (optionally under a ``state_dict`` or ``model_state_dict`` key) plus an
+  architecture name (``--arch``).
+- **TorchScript** archives from ``torch.jit.save`` (metadata read from an optional
+  ``reporter_meta.json`` extra file).
+- A **full pickled module** (``torch.save(model)``) can run arbitrary code when unpickled; it is
+  refused unless the caller passes ``trust_checkpoint=True`` (``--trust-checkpoint``).
+
+Everything except a trusted pickled module is read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import reporter
+from reporter.errors import ReporterError
+from reporter.models.build import build_model, default_input_size
+from reporter.models.meta import ModelMeta
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LoadedModel",
+    "check_state_dict",
+    "load_model",
+    "save_checkpoint",
+    "weights_sha256",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "reporter-checkpoint"
+_TRUST_HINT = (
+    "Unpickling a full model object can run arbitrary code from the file. Save the weights "
+    "instead (`torch.save(model.state_dict(), path)`, then pass --arch), or, only if you "
+    "trust where the file comes from, pass --trust-checkpoint."
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference and what we know about it.
+
+    Attributes:
+        model: The ``nn.Module`` (in eval mode, on the requested device).
+        meta: Its :class:`ModelMeta`.
+        source: The path or architecture name it came from.
+        kind: ``"reporter"``, ``"state_dict"``, ``"torchscript"``, ``"pickle"`` or ``"untrained"``.
+    """
+
+    model: nn.Module
+    meta: ModelMeta
+    source: str
+    kind: str
+
+    @property
+    def hookable(self) -> bool:
+        """False for TorchScript, whose submodules do not run Python forward hooks."""
+        return not isinstance(self.model, torch.jit.ScriptModule)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of the model's state_dict (names, shapes, dtypes and bytes, in key order)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelMeta) -> Path:
+    """Write a reporter checkpoint atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta.reporter_version = reporter.__version__
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta.to_dict(),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
+    """Raise a readable error when ``state`` does not fit ``model``.
+
+    The message lists missing keys, unexpected keys and shape mismatches (a few of each).
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+
+    def few(items: list[str]) -> str:
+        more = f" (and {len(items) - 6} more)" if len(items) > 6 else ""
+        return ", ".join(items[:6]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {few(unexpected)}")
+    if mismatched:
+        parts.append(f"shape mismatches: {few(mismatched)}")
+    raise ReporterError(
+        f"The weights do not fit architecture {arch!r}: " + "; ".join(parts) + ". "
+        "Check --arch (and --channels / the class count) matches the model that was saved."
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("constants.pkl") for n in names) and any("code/" in n for n in names)
+
+
+def _infer_from_state(state: dict[str, torch.Tensor]) -> tuple[int | None, int | None]:
+    """Guess (input channels, number of classes) from a state_dict."""
+    channels = classes = None
+    for tensor in state.values():
+        if isinstance(tensor, torch.Tensor) and tensor.dim() == 4:
+            channels = int(tensor.shape[1])
+            break
+    for key, tensor in reversed(list(state.items())):
+        if isinstance(tensor, torch.Tensor) and key.endswith("weight") and tensor.dim() == 2:
+            classes = int(tensor.shape[0])
+            break
+    return channels, classes
+
+
+def _default_norm(channels: int) -> tuple[list[float], list[float]]:
+    if channels == 3:
+        return [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    return [0.5] * channels, [0.5] * channels
+
+
+def _make_meta(
+    arch: str,
+    num_classes: int,
+    channels: int,
+    *,
+    class_names: list[str] | None,
+    input_size: tuple[int, int] | None,
+    mean: list[float] | None,
+    std: list[float] | None,
+) -> ModelMeta:
+    d_mean, d_std = _default_norm(channels)
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ReporterError(
+            f"The model has {num_classes} outputs but {len(names)} class names were given."
+        )
+    return ModelMeta(
+        arch=arch,
+        num_classes=num_classes,
+        class_names=names,
+        input_size=tuple(input_size) if input_size else default_input_size(arch),
+        channels=channels,
+        mean=list(mean) if mean else d_mean,
+        std=list(std) if std else d_std,
+    )
+
+
+def _torch_load_safe(path: Path, trust_checkpoint: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc) and "Weights only" not in str(exc):
+            raise ReporterError(
+                f"{path} is not a PyTorch checkpoint (it could not be unpickled: {exc})."
+            ) from exc
+        if not trust_checkpoint:
+            raise ReporterError(
+                f"{path} holds a pickled Python object (for example a whole model saved with "
+                f"torch.save(model)), not just weights. Refusing to load it. {_TRUST_HINT}"
+            ) from None
+        log.warning("loading %s with full unpickling (--trust-checkpoint)", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ReporterError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'empty or truncated file'}). "
+            "Expected a reporter checkpoint, a state_dict saved with torch.save, or a "
+            "TorchScript file."
+        ) from exc
+
+
+def load_model(
+    path_or_name: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    channels: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    trust_checkpoint: bool = False,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a model from a checkpoint file, or build an untrained one by architecture name.
+
+    Args:
+        path_or_name: A checkpoint path (reporter checkpoint, state_dict, TorchScript, or a
+            pickled module with ``trust_checkpoint``), or an architecture name.
+        arch: Architecture for a bare state_dict (ignored for reporter checkpoints).
+        num_classes: Class count when it cannot be read from the file.
+        class_names: Class names (override those stored in the checkpoint only when the
+            checkpoint has none).
+        channels: Input channels when they cannot be read from the file.
+        input_size: ``(H, W)`` when the file does not say.
+        mean: Normalisation mean when the file does not say.
+        std: Normalisation std when the file does not say.
+        trust_checkpoint: Allow full unpickling of a pickled module (runs code from the file).
+        device: Where to put the model.
+
+    Returns:
+        A :class:`LoadedModel` with the model in eval mode.
+
+    Raises:
+        ReporterError: for a missing file, an unreadable or untrusted file, or weights that do
+            not fit the architecture.
+    """
+    source = str(path_or_name)
+    path = Path(source)
+    if not path.exists():
+        looks_like_path = os.sep in source or path.suffix in {".pt", ".pth", ".ts", ".ckpt"}
+        if looks_like_path:
+            raise ReporterError(f"Model file not found: {source}")
+        if num_classes is None:
+            raise ReporterError(
+                f"Building an untrained {source!r} needs the number of classes (from the data)."
+            )
+        ch = channels or 3
+        model = build_model(source, num_classes, ch)
+        meta = _make_meta(
+            source,
+            num_classes,
+            ch,
+            class_names=class_names,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+        )
+        return LoadedModel(model.eval().to(device), meta, source, "untrained")
+    if path.is_dir():
+        raise ReporterError(f"{source} is a folder; --model expects a checkpoint file.")
+    if path.stat().st_size == 0:
+        raise ReporterError(f"{source} is empty (0 bytes); it is not a checkpoint.")
+
+    if _is_torchscript(path):
+        return _load_torchscript(
+            path, class_names, channels, input_size, mean, std, num_classes, device
+        )
+
+    obj = _torch_load_safe(path, trust_checkpoint)
+    if isinstance(obj, nn.Module):
+        model = obj
+        state = model.state_dict()
+        ch, nc = _infer_from_state(state)
+        meta = _make_meta(
+            arch or type(model).__name__,
+            num_classes or nc or 0,
+            channels or ch or 3,
+            class_names=class_names,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+        )
+        return LoadedModel(model.eval().to(device), meta, source, "pickle")
+    if not isinstance(obj, dict):
+        raise ReporterError(
+            f"{source} holds a {type(obj).__name__}, not a checkpoint or a state_dict."
+        )
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        meta = ModelMeta.from_dict(obj["meta"])
+        model = build_model(meta.arch, meta.num_classes, meta.channels)
+        check_state_dict(model, obj["state_dict"], meta.arch)
+        model.load_state_dict(obj["state_dict"])
+        if class_names and not meta.class_names:
+            meta.class_names = list(class_names)
+        return LoadedModel(model.eval().to(device), meta, source, "reporter")
+
+    state = obj
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            state = obj[key]
+            break
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ReporterError(
+            f"{source} is a dict but not a state_dict (its values are not all tensors)."
+        )
+    if arch is None:
+        raise ReporterError(
+            f"{source} holds bare weights (a state_dict) without an architecture. Pass --arch "
+            "(e.g. --arch resnet18); `reporter train` writes checkpoints that remember it."
+        )
+    # strip a DataParallel prefix
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    ch, nc = _infer_from_state(state)
+    n = num_classes or nc
+    if n is None:
+        raise ReporterError(f"Cannot tell the class count of {source}; pass --num-classes.")
+    if num_classes is not None and nc is not None and num_classes != nc:
+        raise ReporterError(
+            f"{source} has {nc} outputs but the data has {num_classes} classes. Use the data "
+            "the model was trained on, or retrain (`reporter train`)."
+        )
+    in_ch = ch or channels or 3
+    model = build_model(arch, n, in_ch)
+    check_state_dict(model, state, arch)
+    model.load_state_dict(state)
+    meta = _make_meta(
+        arch, n, in_ch, class_names=class_names, input_size=input_size, mean=mean, std=std
+    )
+    return LoadedModel(model.eval().to(device), meta, source, "state_dict")
+
+
+def _load_torchscript(
+    path: Path,
+    class_names: list[str] | None,
+    channels: int | None,
+    input_size: tuple[int, int] | None,
+    mean: list[float] | None,
+    std: list[float] | None,
+    num_classes: int | None,
+    device: str | torch.device,
+) -> LoadedModel:
+    extra = {"reporter_meta.json": ""}
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is deprecated upstream but users still ship it; loading is supported.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        raise ReporterError(
+            f"{path} looks like TorchScript but could not be loaded: {exc}"
+        ) from exc
+    stored = json.loads(extra["reporter_meta.json"]) if extra["reporter_meta.json"] else {}
+    if stored:
+        meta = ModelMeta.from_dict(stored)
+        meta.arch = meta.arch or "torchscript"
+    else:
+        ch = channels or 3
+        size = tuple(input_size) if input_size else (224, 224)
+        if num_classes is None:
+            with torch.no_grad():
+                num_classes = int(model(torch.zeros(1, ch, *size)).shape[-1])
+        meta = _make_meta(
+            "torchscript",
+            num_classes,
+            ch,
+            class_names=class_names,
+            input_size=size,
+            mean=mean,
+            std=std,
+        )
+    if class_names and not stored:
+        meta.class_names = list(class_names)
+    return LoadedModel(model.eval().to(device), meta, str(path), "torchscript")

@@ -1,0 +1,87 @@
+"""Streamed batched inference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from reporter.data.datasets import ImageDataset, make_loader
+from reporter.hooks import eval_mode
+from reporter.progress import progress_bar
+
+__all__ = ["Predictions", "predict", "record_skipped"]
+
+
+@dataclass
+class Predictions:
+    """Per-image outputs of a prediction pass (only usable images).
+
+    Attributes:
+        probs: Softmax probabilities ``[N, K]`` (NaN rows where the model produced NaN).
+        labels: True labels ``[N]``.
+        indices: Dataset indices ``[N]`` of those images.
+        skipped: Images that could not be read, as ``{"path", "reason"}``.
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def preds(self) -> np.ndarray:
+        """Top-1 predicted class per image."""
+        safe = np.where(np.isfinite(self.probs), self.probs, -1.0)
+        return safe.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """Top-1 probability per image (0 where the output was NaN)."""
+        safe = np.where(np.isfinite(self.probs), self.probs, 0.0)
+        return safe.max(axis=1)
+
+
+def record_skipped(
+    dataset: ImageDataset, skipped: list[tuple[int, str]], into: list[dict[str, str]]
+) -> None:
+    """Append ``(index, reason)`` pairs from a batch as ``{"path", "reason"}`` records."""
+    for index, reason in skipped:
+        into.append({"path": dataset.describe(index), "reason": reason})
+
+
+def predict(
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> Predictions:
+    """Run the model over ``dataset`` in batches, keeping only per-image outputs.
+
+    Unreadable images are skipped and recorded; the model's mode is restored afterwards.
+    """
+    device = torch.device(device)
+    probs, labels, indices = [], [], []
+    skipped: list[dict[str, str]] = []
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+    with eval_mode(model), torch.inference_mode():
+        for batch in progress_bar(loader, desc="predict", enabled=progress, unit="batch"):
+            record_skipped(dataset, batch.skipped, skipped)
+            if len(batch) == 0:
+                continue
+            logits = model(batch.images.to(device))
+            probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            labels.append(batch.labels.numpy())
+            indices.append(batch.indices.numpy())
+    k = len(dataset.class_names)
+    return Predictions(
+        probs=np.concatenate(probs) if probs else np.zeros((0, k), np.float32),
+        labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        indices=np.concatenate(indices) if indices else np.zeros(0, np.int64),
+        skipped=skipped,
+    )

@@ -1,0 +1,254 @@
+"""Seeded training loop, data statistics, and transfer learning (``--init`` / ``--freeze``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reporter.data.datasets import ImageDataset, make_loader
+from reporter.data.registry import DataBundle
+from reporter.errors import ReporterError
+from reporter.models.build import build_model, default_input_size
+from reporter.models.checkpoint import LoadedModel, load_model
+from reporter.models.meta import ModelMeta
+from reporter.progress import progress_bar
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "channel_stats",
+    "freeze_up_to",
+    "init_from",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of one training run.
+
+    Attributes:
+        arch: Architecture name.
+        epochs: Passes over the training split.
+        lr: Peak learning rate (AdamW with a one-cycle schedule).
+        batch_size: Images per step.
+        seed: Seeds weights, shuffling and everything random.
+        input_size: ``(H, W)``; ``None`` uses the data's natural size for gapnet and the
+            architecture's default otherwise.
+        init: Checkpoint to start from (transfer learning).
+        freeze: Train only the layers after this dotted name.
+        weight_decay: AdamW weight decay.
+        device: Torch device string.
+        num_workers: DataLoader workers.
+    """
+
+    arch: str = "gapnet"
+    epochs: int = 8
+    lr: float = 3e-3
+    batch_size: int = 64
+    seed: int = 0
+    input_size: tuple[int, int] | None = None
+    init: str | None = None
+    freeze: str | None = None
+    weight_decay: float = 1e-4
+    device: str = "cpu"
+    num_workers: int = 0
+
+
+@dataclass
+class TrainResult:
+    """A trained model, its metadata and the training history."""
+
+    loaded: LoadedModel
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def channel_stats(
+    dataset: ImageDataset, channels: int, limit: int = 512
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of up to ``limit`` unit images (before normalisation)."""
+    step = max(1, len(dataset) // limit)
+    xs = []
+    for i in range(0, len(dataset), step):
+        try:
+            xs.append(dataset.load_unit(i))
+        except Exception:  # noqa: BLE001 - unreadable images are recorded elsewhere
+            continue
+        if len(xs) >= limit:
+            break
+    if not xs:
+        raise ReporterError("None of the training images could be read.")
+    x = torch.stack(xs)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    if mean.numel() != channels:
+        mean, std = mean.mean().repeat(channels), std.mean().repeat(channels)
+    return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
+
+
+def freeze_up_to(model: nn.Module, layer: str) -> list[str]:
+    """Freeze every parameter up to and including module ``layer``; return frozen names."""
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        from reporter.layers import unknown_layer_message
+
+        raise ReporterError(unknown_layer_message(model, layer))
+    frozen: list[str] = []
+    prefix = layer + "."
+    names = [n for n, _ in model.named_parameters()]
+    last = max(
+        (i for i, n in enumerate(names) if n.startswith(prefix)),
+        default=None,
+    )
+    if last is None:
+        raise ReporterError(f"Layer {layer!r} has no parameters to freeze up to.")
+    for i, (name, param) in enumerate(model.named_parameters()):
+        if i <= last:
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def init_from(model: nn.Module, path: str, trust_checkpoint: bool = False) -> list[str]:
+    """Copy matching weights from a checkpoint; return the names left freshly initialised.
+
+    Weights whose shapes differ (a head for another class count) are skipped, so the head is
+    replaced when the number of classes changes.
+    """
+    source = load_model(path, trust_checkpoint=trust_checkpoint).model.state_dict()
+    target = model.state_dict()
+    fresh = []
+    for name, tensor in target.items():
+        if name in source and source[name].shape == tensor.shape:
+            target[name] = source[name]
+        else:
+            fresh.append(name)
+    if len(fresh) == len(target):
+        raise ReporterError(
+            f"No weights of {path} fit this architecture; --init needs a checkpoint of the "
+            "same architecture."
+        )
+    model.load_state_dict(target)
+    return fresh
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Train ``config.arch`` on ``bundle.train`` and return the model with full metadata.
+
+    Raises:
+        ReporterError: when the bundle has no training split.
+    """
+    from reporter.data.transforms import Preprocess
+
+    if bundle.train is None:
+        raise ReporterError("Training needs a training split (--data FOLDER or --train-data).")
+    _seed_everything(config.seed)
+    device = torch.device(config.device)
+    if config.input_size:
+        size = tuple(config.input_size)
+    elif config.arch == "gapnet":
+        size = bundle.input_size
+    else:
+        size = default_input_size(config.arch)
+    channels = bundle.channels
+    unit = Preprocess(size, channels, [0.0] * channels, [1.0] * channels)
+    bundle.set_transform(unit)
+    mean, std = channel_stats(bundle.train, channels)
+    pre = Preprocess(size, channels, mean, std)
+    bundle.set_transform(pre)
+
+    model = build_model(config.arch, len(bundle.class_names), channels)
+    extra: dict[str, Any] = {}
+    if config.init:
+        extra["reinitialised"] = init_from(model, config.init)
+    if config.freeze:
+        extra["frozen"] = len(freeze_up_to(model, config.freeze))
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ReporterError(f"--freeze {config.freeze} leaves no parameter to train.")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    loader = make_loader(
+        bundle.train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        num_workers=config.num_workers,
+    )
+    steps = max(1, config.epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.25
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict[str, float]] = []
+    skipped: dict[str, str] = {}
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        total, correct, loss_sum = 0, 0, 0.0
+        bar = progress_bar(loader, desc=f"train {epoch}/{config.epochs}", enabled=progress)
+        for batch in bar:
+            for index, reason in batch.skipped:
+                skipped[bundle.train.describe(index)] = reason
+            if len(batch) == 0:
+                continue
+            x, y = batch.images.to(device), batch.labels.to(device)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler.last_epoch < steps:
+                scheduler.step()
+            total += len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(loss.detach()) * len(y)
+        history.append(
+            {"epoch": epoch, "loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)}
+        )
+        log.info("epoch %d: loss %.4f, train accuracy %.3f", epoch, *list(history[-1].values())[1:])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    meta = ModelMeta(
+        arch=config.arch,
+        num_classes=len(bundle.class_names),
+        class_names=list(bundle.class_names),
+        input_size=(int(size[0]), int(size[1])),
+        channels=channels,
+        mean=mean,
+        std=std,
+        data_fingerprint=bundle.fingerprint(),
+        extra={
+            "epochs": config.epochs,
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+            "train_images": len(bundle.train),
+            "data": bundle.name,
+            "history": history,
+            **extra,
+        },
+    )
+    seconds = time.perf_counter() - start
+    return TrainResult(
+        LoadedModel(model, meta, f"trained:{config.arch}", "reporter"),
+        history,
+        seconds,
+        [{"path": p, "reason": r} for p, r in skipped.items()],
+    )
