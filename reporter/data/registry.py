@@ -112,24 +112,15 @@ def _shapes(seed: int, spurious: float, shortcut: str, size: int) -> DataBundle:
     from reporter.data.shapes import generate_shapes
 
     n_train, n_test = 1600, 400
-    train = generate_shapes(n_train, size=size, seed=seed, spurious=spurious, shortcut="kept")
+    train = generate_shapes(n_train, size=size, seed=seed, spurious=spurious, split="train")
     test = generate_shapes(
-        n_test, size=size, seed=seed + 10_000, spurious=spurious, shortcut=shortcut
+        n_test, size=size, seed=seed + 10_000, spurious=spurious, split="test", shortcut=shortcut
     )
     names = list(train.class_names)
 
     def as_dataset(data, name: str) -> TensorImageDataset:
-        images = data.images
-        if images.dtype == torch.uint8 or (
-            isinstance(images, np.ndarray) and images.dtype == np.uint8
-        ):
-            images = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0
         return TensorImageDataset(
-            torch.as_tensor(images).float(),
-            torch.as_tensor(data.labels),
-            names,
-            name=name,
-            masks=torch.as_tensor(data.masks),
+            data.float_images(), data.labels, names, name=name, masks=data.masks
         )
 
     return DataBundle(

@@ -1,0 +1,117 @@
+"""Feature visualization speed: K channels rendered as one batch vs one at a time.
+
+16 channels of a resnet18 layer (torchvision, ``weights=None``, BatchNorm calibrated with a few
+train-mode passes) at 128x128 for 128 steps, batched (one batch of 16) and one channel per call,
+in the same process. Prints both wall times and the ratio.
+
+Usage::
+
+    python benchmarks/bench_featvis.py [--layer layer3] [--steps 128] [--size 128] [--k 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+from torchvision.models import resnet18
+
+from reporter.featvis import render
+
+
+def calibrated_resnet18(seed: int = 0) -> torch.nn.Module:
+    """A resnet18 with random weights whose BatchNorm statistics match random inputs."""
+    torch.manual_seed(seed)
+    model = resnet18(weights=None)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand(8, 3, 128, 128))
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layer", default="layer3")
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--param", default="fft")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = calibrated_resnet18().to(args.device)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    channels = list(range(args.k))
+    common = dict(
+        size=args.size,
+        steps=args.steps,
+        param=args.param,
+        mean=mean,
+        std=std,
+        seed=0,
+        device=args.device,
+    )
+
+    render(model, args.layer, channels=[0], **{**common, "steps": 2})  # warm-up
+    start, cpu = time.perf_counter(), time.process_time()
+    batched = render(model, args.layer, channels=channels, **common)
+    t_batched, c_batched = time.perf_counter() - start, time.process_time() - cpu
+
+    start, cpu = time.perf_counter(), time.process_time()
+    singles = [render(model, args.layer, channels=[c], **common) for c in channels]
+    t_single, c_single = time.perf_counter() - start, time.process_time() - cpu
+
+    rise_b = (batched.final - batched.initial).mean().item()
+    rise_s = torch.cat([(r.final - r.initial) for r in singles]).mean().item()
+    print(
+        f"resnet18 {args.layer}, {args.k} channels, {args.size}x{args.size}, {args.steps} steps, "
+        f"param={args.param}, torch threads={torch.get_num_threads()}"
+    )
+    print(
+        f"batched (one batch of {args.k}): wall {t_batched:8.2f} s  cpu {c_batched:8.2f} s  "
+        f"mean objective rise {rise_b:.3f}"
+    )
+    print(
+        f"one at a time ({args.k} calls):  wall {t_single:8.2f} s  cpu {c_single:8.2f} s  "
+        f"mean objective rise {rise_s:.3f}"
+    )
+    print(f"speed-up: wall {t_single / t_batched:.2f}x  cpu {c_single / c_batched:.2f}x")
+    # The ceiling batching can reach: one forward+backward step at batch 1 vs batch K.
+    t1, tk = (
+        step_time(model, args.layer, 1, args.size, device=args.device),
+        step_time(model, args.layer, args.k, args.size, device=args.device),
+    )
+    print(
+        f"raw step (forward to {args.layer} + input gradient), cpu s: batch 1 {t1:.3f}, "
+        f"batch {args.k} {tk:.3f} -> batching ceiling {args.k * t1 / tk:.2f}x"
+    )
+
+
+def step_time(
+    model: torch.nn.Module, layer: str, batch: int, size: int, repeats: int = 3, device: str = "cpu"
+) -> float:
+    """CPU seconds of one forward (stopped at ``layer``) and input-gradient pass (CPU only)."""
+    from reporter.featvis._forward import StopForward, stop_after
+    from reporter.hooks import ActivationRecorder, frozen_parameters
+
+    module = dict(model.named_modules())[layer]
+    times = []
+    with frozen_parameters(model), ActivationRecorder(model, [layer]) as rec, stop_after(module):
+        for i in range(repeats + 1):
+            x = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
+            cpu = time.process_time()
+            with contextlib.suppress(StopForward):
+                model(x)
+            torch.autograd.grad(rec.outputs[layer][:, 0].sum(), x)
+            if i:
+                times.append(time.process_time() - cpu)
+    return min(times)
+
+
+if __name__ == "__main__":
+    main()

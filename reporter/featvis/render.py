@@ -1,0 +1,303 @@
+"""Activation maximization: optimize images so that chosen units of a model respond strongly.
+
+:func:`render` ties the parts together: a parameterization (:mod:`reporter.featvis.param`), the
+robustness transforms (:mod:`reporter.featvis.transforms`) and objectives
+(:mod:`reporter.featvis.objectives`). K objectives are optimized at once as one batch of K
+images, element ``i`` driven by objective ``i`` only (in eval mode the batch elements do not
+interact, and Adam's update is element-wise). The forward pass stops right after the deepest
+layer an objective reads, so visualizing an early layer does not pay for the rest of the network.
+
+The caller's model is restored afterwards: hooks removed, ``training`` flags and
+``requires_grad`` put back, parameters untouched (also when the model raises).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from reporter.errors import ReporterError
+from reporter.featvis._forward import StopForward, stop_after
+from reporter.featvis.objectives import (
+    LOGITS,
+    Objective,
+    as_objective,
+    batched_objective,
+    channel,
+)
+from reporter.featvis.param import image_param
+from reporter.featvis.transforms import Transform, compose, standard_transforms
+from reporter.hooks import ActivationRecorder, eval_mode, frozen_parameters
+from reporter.layers import LayerInfo, trace_layers, unknown_layer_message
+
+__all__ = ["OPTIMIZERS", "RenderResult", "image_channels_of", "render"]
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "normalized")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RenderResult:
+    """The images found by :func:`render` and how the objectives moved.
+
+    Attributes:
+        images: ``[K, C, H, W]`` float tensor in [0, 1] on the CPU, one image per objective.
+        objectives: The objectives' readable names, one per image.
+        history: ``[steps, K]`` objective values at each step (on the transformed images).
+        initial: ``[K]`` objective values of the starting images (no transforms).
+        final: ``[K]`` objective values of the final images (no transforms).
+        settings: The parameters of the run (param, size, steps, lr, optimizer, seed).
+    """
+
+    images: torch.Tensor
+    objectives: list[str]
+    history: torch.Tensor
+    initial: torch.Tensor
+    final: torch.Tensor
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no images)."""
+        return {
+            "objectives": list(self.objectives),
+            "initial": [float(v) for v in self.initial],
+            "final": [float(v) for v in self.final],
+            "settings": dict(self.settings),
+        }
+
+
+@contextmanager
+def _on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
+    tensors = [*model.parameters(), *model.buffers()]
+    before = tensors[0].device if tensors else device
+    if before == device:
+        yield
+        return
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(before)
+
+
+def image_channels_of(model: nn.Module, default: int = 3) -> int:
+    """The number of input channels the model's first convolution expects (``default`` if none)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return int(module.in_channels)
+    return default
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _objective_list(
+    objective: Objective | str | Sequence[Objective | str], channels: Iterable[int] | None
+) -> list[Objective]:
+    if channels is not None:
+        if not isinstance(objective, str) or ":" in objective:
+            raise ReporterError(
+                "With channels=..., give a layer name as the objective (e.g. 'layer3'), "
+                f"not {objective!r}."
+            )
+        objs = [channel(objective, int(c)) for c in channels]
+        if not objs:
+            raise ReporterError("No channels given to visualize.")
+        return objs
+    if isinstance(objective, (str, Objective)):
+        return [as_objective(objective)]
+    objs = [as_objective(o) for o in objective]
+    if not objs:
+        raise ReporterError("No objectives given to visualize.")
+    return objs
+
+
+def _resolve(
+    model: nn.Module, names: list[str], infos: list[LayerInfo]
+) -> tuple[dict[str, str], LayerInfo | None]:
+    """Map each user layer name to the module to hook; return the module to stop after."""
+    by_name = {i.name: i for i in infos}
+    hooked: dict[str, str] = {}
+    for name in names:
+        info = by_name.get(name)
+        if info is None:
+            raise ReporterError(unknown_layer_message(model, name))
+        if info.calls == 0:
+            raise ReporterError(f"Layer {name!r} does not run in the model's forward pass.")
+        if info.overwritten_by:
+            log.warning(
+                "layer %r: its output is overwritten in place by %r; visualizing %r, which "
+                "holds the final value",
+                name,
+                info.overwritten_by,
+                info.overwritten_by,
+            )
+            hooked[name] = info.overwritten_by
+        else:
+            hooked[name] = name
+    last = [by_name[h] for h in hooked.values()]
+    stop = max(last, key=lambda i: i.order) if last and all(i.calls == 1 for i in last) else None
+    return hooked, stop
+
+
+def render(
+    model: nn.Module,
+    objective: Objective | str | Sequence[Objective | str],
+    *,
+    channels: Iterable[int] | None = None,
+    param: str = "fft",
+    size: int | tuple[int, int] = 128,
+    steps: int = 256,
+    lr: float = 0.05,
+    optimizer: str = "adam",
+    seed: int = 0,
+    transforms: Sequence[Transform] | str | None = "standard",
+    device: torch.device | str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    image_channels: int | None = None,
+    decorrelate: bool = True,
+    progress: Progress | None = None,
+) -> RenderResult:
+    """Optimize one image per objective so that the objective grows (activation maximization).
+
+    Args:
+        model: The classifier. Its mode, hooks and parameters are restored afterwards.
+        objective: An :class:`~reporter.featvis.objectives.Objective`, an objective string
+            (``"layer3:5"``, ``"logit:2"``, ``"layer:layer4"``, ``"-layer3:5 + layer3:6"``), or
+            a list of them: one image per objective, all optimized as one batch. With
+            ``channels``, the name of a layer.
+        channels: Channel indices of the layer named by ``objective``: one image per channel.
+        param: ``"fft"`` (Fourier space with 1/f scaling, readable images) or ``"pixel"``.
+        size: Image size, ``H`` or ``(H, W)``.
+        steps: Optimization steps.
+        lr: Adam's learning rate, or the step of the normalized rule.
+        optimizer: ``"adam"`` or ``"normalized"`` (``x += lr * g / max|g|`` per image).
+        seed: Seed of the initial image and the random transforms: same seed, same images.
+        transforms: ``"standard"`` (pad, jitter, scale, rotate, scaled to ``size``), ``None``
+            for none, or a list of transforms.
+        device: Where to run; defaults to the model's device. The model is moved back after.
+        mean: Per-channel normalization mean the model expects (images are in [0, 1]).
+        std: Per-channel normalization standard deviation.
+        image_channels: Input channels; defaults to the first convolution's ``in_channels``.
+        decorrelate: Decorrelated colour basis for three-channel images.
+        progress: Called as ``progress(step, steps)`` after every step.
+
+    Returns:
+        A :class:`RenderResult` with ``images`` ``[K, C, H, W]`` in [0, 1].
+
+    Raises:
+        ReporterError: for unknown layers, out-of-range channels or bad settings.
+    """
+    objectives = _objective_list(objective, channels)
+    if optimizer not in OPTIMIZERS:
+        raise ReporterError(
+            f"Unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}."
+        )
+    if steps < 1:
+        raise ReporterError(f"steps must be >= 1, got {steps}.")
+    if lr <= 0:
+        raise ReporterError(f"lr must be > 0, got {lr}.")
+    dev = torch.device(device) if device is not None else _model_device(model)
+    n_channels = image_channels or image_channels_of(model)
+    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if isinstance(transforms, str):
+        if transforms != "standard":
+            raise ReporterError(f"Unknown transforms {transforms!r}; use 'standard' or None.")
+        transforms = standard_transforms(min(hw))
+    transform = compose(list(transforms or []))
+    mean_t = torch.tensor(list(mean) if mean is not None else [0.0] * n_channels, device=dev)
+    std_t = torch.tensor(list(std) if std is not None else [1.0] * n_channels, device=dev)
+    if mean_t.numel() not in (1, n_channels) or std_t.numel() not in (1, n_channels):
+        raise ReporterError(f"mean and std need 1 or {n_channels} values (one per channel).")
+    mean_t, std_t = mean_t.view(1, -1, 1, 1), std_t.view(1, -1, 1, 1)
+
+    k = len(objectives)
+    names = list(dict.fromkeys(n for o in objectives for n in o.layers if n != LOGITS))
+    needs_logits = any(LOGITS in o.layers for o in objectives)
+    value_fn = batched_objective(objectives)
+    generator = torch.Generator().manual_seed(int(seed))
+
+    with _on_device(model, dev):
+        sample = torch.zeros(1, n_channels, *hw, device=dev)
+        infos = trace_layers(model, sample) if names else []
+        hooked, stop = _resolve(model, names, infos)
+        modules = dict(model.named_modules())
+        stop_module = None if needs_logits or stop is None else modules[stop.name]
+        with (
+            eval_mode(model),
+            frozen_parameters(model),
+            ActivationRecorder(model, list(dict.fromkeys(hooked.values()))) as recorder,
+            stop_after(stop_module),
+            torch.enable_grad(),
+        ):
+
+            def evaluate(images: torch.Tensor) -> torch.Tensor:
+                recorder.clear()
+                x = (images - mean_t) / std_t
+                out = None
+                with suppress(StopForward):
+                    out = model(x)
+                acts = {name: recorder.outputs[h] for name, h in hooked.items()}
+                if needs_logits:
+                    acts[LOGITS] = out
+                return value_fn(acts)
+
+            image = image_param(
+                param, k, n_channels, hw, decorrelate=decorrelate, generator=generator, device=dev
+            )
+            params = image.params
+            adam = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
+            with torch.no_grad():
+                initial = evaluate(image()).detach().cpu()
+            history = []
+            for step in range(steps):
+                values = evaluate(transform(image(), generator))
+                grads = torch.autograd.grad(-values.sum(), params)
+                with torch.no_grad():
+                    if adam is not None:
+                        for p, g in zip(params, grads, strict=True):
+                            p.grad = g
+                        adam.step()
+                    else:
+                        for p, g in zip(params, grads, strict=True):
+                            peak = g.flatten(1).abs().amax(1).clamp_min(1e-12)
+                            p.sub_(lr * g / peak.view(-1, *([1] * (g.dim() - 1))))
+                history.append(values.detach().cpu())
+                if progress is not None:
+                    progress(step + 1, steps)
+            with torch.no_grad():
+                images = image().detach()
+                final = evaluate(images).detach().cpu()
+            recorder.clear()
+            for p in params:
+                p.grad = None
+    settings = {
+        "param": param,
+        "size": list(hw),
+        "steps": steps,
+        "lr": lr,
+        "optimizer": optimizer,
+        "seed": int(seed),
+        "transforms": "standard" if transforms else None,
+    }
+    return RenderResult(
+        images=images.cpu(),
+        objectives=[o.name for o in objectives],
+        history=torch.stack(history),
+        initial=initial,
+        final=final,
+        settings=settings,
+    )

@@ -1,0 +1,272 @@
+"""Faithfulness: does removing what the map calls important change the model's score?
+
+- Deletion and insertion curves (Petsiuk et al., "RISE", 2018). Pixels are ordered by saliency
+  (most salient first). Deletion replaces the top ``k/steps`` fraction of pixels by a baseline and
+  records the target's softmax probability for ``k = 0 .. steps``; a faithful map makes it fall
+  fast (low area under the curve). Insertion starts from the baseline and puts the top pixels back;
+  a faithful map makes it rise fast (high area).
+- Average drop and increase in confidence (Chattopadhay et al., "Grad-CAM++", 2018): the model
+  sees ``image * saliency``; drop is ``mean(max(0, y - o) / y)`` and increase the fraction of
+  images with ``o > y``, where ``y`` and ``o`` are the target's softmax probability on the image
+  and on the explanation map.
+
+Images are given as the model takes them (normalised). Blur and mean baselines commute with the
+per-channel affine normalisation, so they mean the same thing in either space.
+
+Speed: every perturbed image of every step of every image is one row of a single flat stream,
+built on the fly and evaluated in forward batches of exactly ``batch_size`` under
+``torch.no_grad()``; deletion and insertion share the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reporter.hooks import eval_mode
+from reporter.metrics.trust._common import as_maps, resize_maps
+
+__all__ = [
+    "ConfidenceChange",
+    "DeletionInsertion",
+    "average_drop_increase",
+    "baseline_images",
+    "deletion_insertion",
+]
+
+ModelFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DeletionInsertion:
+    """Deletion and insertion curves for a batch of images.
+
+    Attributes:
+        deletion: ``[B, steps + 1]`` target probability after deleting ``k / steps`` of the pixels.
+        insertion: ``[B, steps + 1]`` target probability after inserting ``k / steps`` of them.
+        deletion_auc: ``[B]`` trapezoidal area under the deletion curve (x in ``[0, 1]``); lower
+            is better.
+        insertion_auc: ``[B]`` area under the insertion curve; higher is better.
+    """
+
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+    deletion_auc: torch.Tensor
+    insertion_auc: torch.Tensor
+
+    def summary(self) -> dict[str, float]:
+        """Mean AUCs and mean curves as plain floats and lists (JSON-ready)."""
+        return {
+            "deletion_auc": float(self.deletion_auc.mean()),
+            "insertion_auc": float(self.insertion_auc.mean()),
+            "deletion_curve": [float(v) for v in self.deletion.mean(0)],
+            "insertion_curve": [float(v) for v in self.insertion.mean(0)],
+        }
+
+
+@dataclass
+class ConfidenceChange:
+    """Average drop / increase in confidence.
+
+    Attributes:
+        drop: ``[B]`` ``max(0, y - o) / y`` per image.
+        increase: ``[B]`` bool, ``o > y``.
+        score: ``[B]`` ``y``, the target probability on the image.
+        explanation_score: ``[B]`` ``o``, the target probability on ``image * saliency``.
+    """
+
+    drop: torch.Tensor
+    increase: torch.Tensor
+    score: torch.Tensor
+    explanation_score: torch.Tensor
+
+    @property
+    def average_drop(self) -> float:
+        """Mean relative drop, a fraction in ``[0, 1]`` (the paper reports it in percent)."""
+        return float(self.drop.mean())
+
+    @property
+    def increase_rate(self) -> float:
+        """Fraction of images whose score increased."""
+        return float(self.increase.float().mean())
+
+    def summary(self) -> dict[str, float]:
+        """JSON-ready averages."""
+        return {"average_drop": self.average_drop, "increase_rate": self.increase_rate}
+
+
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, images.shape[-1] - 1, images.shape[-2] - 1)
+    coords = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def baseline_images(
+    images: torch.Tensor, baseline: str | torch.Tensor = "blur", *, blur_sigma: float | None = None
+) -> torch.Tensor:
+    """The image that deleted pixels take (and insertion starts from).
+
+    Args:
+        images: ``[B, C, H, W]`` model inputs.
+        baseline: ``"blur"`` (Gaussian blur, RISE's insertion baseline), ``"mean"`` (each image's
+            mean colour), ``"zero"`` (all zeros: the dataset mean colour for normalised inputs),
+            or a tensor broadcastable to ``images``.
+        blur_sigma: Blur standard deviation in pixels; default ``max(1, min(H, W) / 20)``.
+
+    Returns:
+        ``[B, C, H, W]`` baseline images.
+    """
+    if isinstance(baseline, torch.Tensor):
+        return baseline.to(images).expand_as(images)
+    if baseline == "blur":
+        sigma = blur_sigma if blur_sigma is not None else max(1.0, min(images.shape[-2:]) / 20)
+        return _blur(images.float(), float(sigma)).to(images.dtype)
+    if baseline == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    if baseline == "zero":
+        return torch.zeros_like(images)
+    raise ValueError(f"baseline must be 'blur', 'mean', 'zero' or a tensor, got {baseline!r}")
+
+
+def _targets(target: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    if isinstance(target, int):
+        return torch.full((n,), target, dtype=torch.long, device=device)
+    target = target.to(device=device, dtype=torch.long).reshape(-1)
+    if target.numel() == 1:
+        return target.expand(n)
+    if target.numel() != n:
+        raise ValueError(f"target must be an int or have {n} entries, got {target.numel()}")
+    return target
+
+
+def _inference(model_fn: ModelFn):
+    """No grad, and eval mode (restored afterwards) when ``model_fn`` is a module."""
+    mode = eval_mode(model_fn) if isinstance(model_fn, nn.Module) else nullcontext()
+    return mode
+
+
+def _probabilities(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits.float(), dim=1).gather(1, target[:, None])[:, 0]
+
+
+def deletion_insertion(
+    model_fn: ModelFn,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    target: int | torch.Tensor,
+    *,
+    steps: int = 20,
+    baseline: str | torch.Tensor = "blur",
+    batch_size: int = 128,
+    blur_sigma: float | None = None,
+) -> DeletionInsertion:
+    """Deletion and insertion curves and their areas (Petsiuk et al. 2018).
+
+    Args:
+        model_fn: A model or callable mapping ``[N, C, H, W]`` to logits ``[N, classes]``. A module
+            is run in eval mode and its training flags are restored afterwards.
+        images: ``[B, C, H, W]`` model inputs.
+        saliency: ``[B, h, w]`` maps (resized bilinearly to ``H x W``); higher is more important.
+            Pixels are ordered by descending saliency; ties keep row-major order.
+        target: Class per image (``[B]``) or one class for all.
+        steps: Number of steps; step ``k`` perturbs ``round(k * H * W / steps)`` pixels.
+        baseline: See :func:`baseline_images`; the same baseline serves deletion (what removed
+            pixels become) and insertion (the starting image).
+        batch_size: Images per forward pass.
+        blur_sigma: Blur sigma for ``baseline="blur"``.
+
+    Returns:
+        A :class:`DeletionInsertion` on the images' device.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be [B, C, H, W], got {tuple(images.shape)}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError("steps and batch_size must be >= 1")
+    b, _, h, w = images.shape
+    device = images.device
+    sal = resize_maps(as_maps(saliency).to(device), (h, w))
+    if sal.shape[0] != b:
+        raise ValueError(f"saliency has {sal.shape[0]} maps for {b} images")
+    tgt = _targets(target, b, device)
+    base = baseline_images(images, baseline, blur_sigma=blur_sigma)
+    # rank[i, p] = position of pixel p in image i's descending saliency order.
+    order = torch.argsort(sal.reshape(b, -1), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=device).expand(b, -1))
+    rank = rank.view(b, 1, h, w)
+    counts = torch.round(torch.arange(steps + 1, device=device) * (h * w / steps)).long()
+
+    per_image = 2 * (steps + 1)  # deletion steps, then insertion steps
+    total = b * per_image
+    scores = torch.empty(total, device=device)
+    with _inference(model_fn), torch.no_grad():
+        for start in range(0, total, batch_size):
+            flat = torch.arange(start, min(total, start + batch_size), device=device)
+            img_idx = flat // per_image
+            within = flat % per_image
+            insert = within > steps
+            step = torch.where(insert, within - (steps + 1), within)
+            chosen = rank[img_idx] < counts[step].view(-1, 1, 1, 1)  # [n, 1, H, W] top pixels
+            # deletion: chosen pixels from the baseline; insertion: chosen pixels from the image
+            take_base = chosen ^ insert.view(-1, 1, 1, 1)
+            batch = torch.where(take_base, base[img_idx], images[img_idx])
+            scores[flat] = _probabilities(model_fn(batch), tgt[img_idx])
+    scores = scores.view(b, 2, steps + 1)
+    deletion, insertion = scores[:, 0], scores[:, 1]
+
+    def auc(curve: torch.Tensor) -> torch.Tensor:
+        return (curve[:, :-1] + curve[:, 1:]).sum(dim=1) / (2 * steps)
+
+    return DeletionInsertion(deletion, insertion, auc(deletion), auc(insertion))
+
+
+def average_drop_increase(
+    model_fn: ModelFn,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    target: int | torch.Tensor,
+    *,
+    batch_size: int = 128,
+) -> ConfidenceChange:
+    """Average drop and increase in confidence (Chattopadhay et al. 2018).
+
+    Args:
+        model_fn: A model or callable returning logits (see :func:`deletion_insertion`).
+        images: ``[B, C, H, W]`` model inputs.
+        saliency: ``[B, h, w]`` maps in ``[0, 1]`` (min-max normalised; resized to ``H x W``).
+            Values outside are clamped.
+        target: Class per image or one class for all.
+        batch_size: Images per forward pass.
+
+    Returns:
+        A :class:`ConfidenceChange`.
+    """
+    b, _, h, w = images.shape
+    device = images.device
+    sal = resize_maps(as_maps(saliency).to(device), (h, w)).clamp(0, 1)
+    tgt = _targets(target, b, device)
+    y = torch.empty(b, device=device)
+    o = torch.empty(b, device=device)
+    half = max(1, batch_size // 2)
+    with _inference(model_fn), torch.no_grad():
+        for start in range(0, b, half):
+            sl = slice(start, min(b, start + half))
+            x = images[sl]
+            both = torch.cat([x, x * sal[sl, None]], dim=0)
+            p = _probabilities(model_fn(both), torch.cat([tgt[sl], tgt[sl]]))
+            n = x.shape[0]
+            y[sl], o[sl] = p[:n], p[n:]
+    drop = (y - o).clamp(min=0) / y.clamp(min=1e-12)
+    return ConfidenceChange(drop=drop, increase=o > y, score=y, explanation_score=o)

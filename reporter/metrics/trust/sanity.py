@@ -1,0 +1,363 @@
+"""Model-parameter randomization test (Adebayo et al., "Sanity Checks for Saliency Maps", 2018).
+
+A saliency method whose maps barely change when the model's learned weights are replaced by random
+ones does not explain the model: it shows something about the image (edges, colour) instead. The
+test re-initialises the layers of a *copy* of the model from the output down (cascading), recomputes
+the maps for the same images and targets, and compares them with the trained model's maps by
+Spearman rank correlation and SSIM.
+
+Everything here is pure tensor code: the maps themselves come from a caller-supplied function
+(the CAM engine in the pipeline), which keeps hooks out of this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reporter.metrics.trust._common import as_maps, resize_maps
+
+__all__ = [
+    "SPEARMAN_THRESHOLD",
+    "SSIM_THRESHOLD",
+    "SanityVerdict",
+    "parameter_layers",
+    "randomization_scores",
+    "randomized_copies",
+    "rank_correlation",
+    "ranks",
+    "sanity_verdict",
+    "ssim",
+]
+
+SPEARMAN_THRESHOLD = 0.5
+"""A method fails when the mean ``|Spearman|`` between trained and fully randomized maps is at least
+this. Adebayo et al. show methods that fail (guided backprop, gradient x input on some nets) keep
+rank correlations of 0.6-0.9 after full randomization, while Grad-CAM drops to about 0-0.3; 0.5
+sits between the two groups."""
+
+SSIM_THRESHOLD = 0.8
+"""A method also fails when the mean SSIM between trained and fully randomized maps is at least
+this (the maps look nearly identical). SSIM is kept lenient because sparse maps (mostly zero) get
+a high SSIM from their flat regions alone, so rank correlation is the primary criterion."""
+
+
+def parameter_layers(model: nn.Module) -> list[str]:
+    """Names of modules that own parameters directly, from the output layer down.
+
+    The order is the reverse of ``model.named_modules()`` (registration order), which matches
+    execution order for the usual ``Sequential``-style and torchvision models. Pass an explicit
+    order to :func:`randomized_copies` where it does not.
+    """
+    names = [
+        name
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    ]
+    return names[::-1]
+
+
+def _reinit_(module: nn.Module, seed: int) -> None:
+    """Re-initialise ``module``'s own parameters in place, reproducibly; buffers are kept.
+
+    Layers with a weight of two or more dimensions (convolutions, linear layers) get PyTorch's
+    default initialisation for them: weight and bias uniform in ``+-1 / sqrt(fan_in)``.
+    Normalisation layers (a one-dimensional weight) get their initial values, weight 1 and bias 0.
+    Any other parameter is drawn from a normal distribution with the trained parameter's own mean
+    and standard deviation (scale kept, structure destroyed). Buffers such as BatchNorm running
+    statistics are left as trained: only learned parameters are randomized.
+
+    Numbers come from a generator on the parameter's device seeded with ``seed``: the caller's
+    global RNG state is untouched and nothing waits for the device.
+    """
+    params = dict(module.named_parameters(recurse=False))
+    if not params:
+        return
+    weight = params.get("weight")
+    fan_in = weight[0].numel() if weight is not None and weight.dim() >= 2 else None
+    gens: dict[torch.device, torch.Generator] = {}
+    with torch.no_grad():
+        for name, p in params.items():
+            if p.device not in gens:
+                gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
+            gen = gens[p.device]
+            if fan_in is not None and (p.dim() >= 2 or name == "bias"):
+                bound = 1.0 / math.sqrt(max(1, fan_in))
+                p.uniform_(-bound, bound, generator=gen)
+            elif fan_in is None and p.dim() == 1 and name == "weight":
+                p.fill_(1.0)
+            elif fan_in is None and p.dim() == 1 and name == "bias":
+                p.zero_()
+            else:
+                std, mean = (p.std(), p.mean()) if p.numel() > 1 else (1.0, p.mean())
+                p.normal_(generator=gen).mul_(std).add_(mean)
+
+
+def randomized_copies(
+    model: nn.Module,
+    order: str = "cascading",
+    *,
+    seed: int = 0,
+    layers: Sequence[str] | None = None,
+) -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(layer_name, randomized_model)`` for the model-parameter randomization test.
+
+    The caller's model is never modified: randomization happens on deep copies.
+
+    Args:
+        model: The trained model.
+        order: ``"cascading"``: step ``i`` has every layer from the output down to ``layers[i]``
+            re-initialised (Adebayo et al.'s cascading randomization). ``"independent"``: step
+            ``i`` re-initialises ``layers[i]`` alone.
+        seed: Seed of the re-initialisation; layer ``i`` uses ``seed * 100_003 + i`` (the draws
+            differ between CPU and CUDA, but are reproducible on each).
+        layers: Layer names to randomize, output first. Default :func:`parameter_layers`.
+
+    Yields:
+        The layer name and a model whose parameters are randomized as above. In ``cascading``
+        order one working copy is yielded at every step and randomized further when the
+        iteration resumes: deep-copy it to keep a step's model.
+
+    Raises:
+        ValueError: for an unknown ``order`` or layer name.
+    """
+    if order not in ("cascading", "independent"):
+        raise ValueError(f"order must be 'cascading' or 'independent', got {order!r}")
+    names = list(layers) if layers is not None else parameter_layers(model)
+    known = dict(model.named_modules())
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"unknown layer(s) {missing}; expected names from model.named_modules()")
+    work = copy.deepcopy(model) if order == "cascading" else None
+    for i, name in enumerate(names):
+        target = work if work is not None else copy.deepcopy(model)
+        _reinit_(dict(target.named_modules())[name], seed * 100_003 + i)
+        yield name, target
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks (0-based) along the last axis; tied values share the mean of their ranks.
+
+    Exact tie handling (as ``scipy.stats.rankdata(method="average")``), batched: one sort, then
+    the first and last position of every run of equal values by a running max / min.
+    """
+    vals, order = torch.sort(x, dim=-1)
+    n = x.shape[-1]
+    pos = torch.arange(n, device=x.device).expand_as(vals)
+    starts = torch.ones_like(vals, dtype=torch.bool)
+    starts[..., 1:] = vals[..., 1:] != vals[..., :-1]
+    ends = torch.ones_like(starts)
+    ends[..., :-1] = starts[..., 1:]
+    first = torch.where(starts, pos, 0).cummax(dim=-1).values
+    last = torch.where(ends, pos, n).flip(-1).cummin(dim=-1).values.flip(-1)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    avg = (first + last).to(dtype) / 2
+    return torch.empty_like(avg).scatter_(-1, order, avg)
+
+
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity per row, 0 where a row is all zero (a constant map before centring)."""
+    num = (a * b).sum(dim=-1)
+    den = torch.sqrt((a * a).sum(dim=-1) * (b * b).sum(dim=-1))
+    return torch.where(den > 0, num / den.clamp(min=1e-30), torch.zeros_like(num)).clamp(-1, 1)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation per image between two batches of maps.
+
+    Args:
+        a: Maps ``[B, ...]`` (flattened per image).
+        b: Maps of the same shape.
+
+    Returns:
+        ``[B]`` correlations in ``[-1, 1]``. Ties get average ranks (the textbook Spearman, equal
+        to ``scipy.stats.spearmanr``). A constant map has no ranking: its correlation is defined
+        as 0.
+
+    Raises:
+        ValueError: when the shapes differ.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    a = a.reshape(a.shape[0], -1).float()
+    b = b.reshape(b.shape[0], -1).float()
+    return _cosine(_centred(ranks(a)), _centred(ranks(b)))
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    window: int = 11,
+    sigma: float = 1.5,
+    data_range: float = 1.0,
+) -> torch.Tensor:
+    """Structural similarity per image (Wang et al. 2004) between maps in ``[0, data_range]``.
+
+    Gaussian window (11 x 11, sigma 1.5), constants ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``,
+    the mean of the SSIM map over the valid (unpadded) positions. Maps smaller than the window use
+    the largest odd window that fits.
+
+    Args:
+        a: Maps ``[B, H, W]`` (or ``[B, 1, H, W]``), e.g. min-max normalised saliency.
+        b: Maps of the same shape.
+        window: Gaussian window side.
+        sigma: Gaussian standard deviation.
+        data_range: ``L``, the dynamic range of the maps.
+
+    Returns:
+        ``[B]`` SSIM values (1 for identical maps).
+    """
+    a, b = as_maps(a, "a"), as_maps(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    ref = _SsimReference(a, window=window, sigma=sigma, data_range=data_range)
+    return ref.compare(b)
+
+
+class _SsimReference:
+    """SSIM against fixed maps ``a``: their local means and variances are filtered once."""
+
+    def __init__(self, a: torch.Tensor, *, window: int, sigma: float, data_range: float) -> None:
+        size = min(window, a.shape[-1], a.shape[-2])
+        self.size = size if size % 2 == 1 else size - 1
+        self.g = _gaussian_window(self.size, sigma, a.device)
+        self.a = a.float()
+        self.mu_a, e_aa = self._filter(torch.stack([self.a, self.a * self.a], 1)).unbind(1)
+        self.var_a = e_aa - self.mu_a**2
+        self.c1 = (0.01 * data_range) ** 2
+        self.c2 = (0.03 * data_range) ** 2
+
+    def _filter(self, x: torch.Tensor) -> torch.Tensor:
+        c, k = x.shape[1], self.size
+        x = F.conv2d(x, self.g.view(1, 1, 1, -1).expand(c, 1, 1, k), groups=c)
+        return F.conv2d(x, self.g.view(1, 1, -1, 1).expand(c, 1, k, 1), groups=c)
+
+    def compare(self, b: torch.Tensor) -> torch.Tensor:
+        b = b.float()
+        mu_b, e_bb, e_ab = self._filter(torch.stack([b, b * b, self.a * b], 1)).unbind(1)
+        var_b = e_bb - mu_b**2
+        cov = e_ab - self.mu_a * mu_b
+        num = (2 * self.mu_a * mu_b + self.c1) * (2 * cov + self.c2)
+        den = (self.mu_a**2 + mu_b**2 + self.c1) * (self.var_a + var_b + self.c2)
+        return (num / den).flatten(1).mean(dim=1)
+
+
+def randomization_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    map_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    *,
+    reference: torch.Tensor | None = None,
+    order: str = "cascading",
+    seed: int = 0,
+    layers: Sequence[str] | None = None,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Compare the maps of the trained model with those of each randomized copy.
+
+    Args:
+        model: The trained model (left unchanged).
+        images: Input batch ``[B, C, H, W]``.
+        map_fn: ``map_fn(model, images) -> [B, H, W]`` saliency maps normalised to ``[0, 1]``.
+            It must explain *fixed* targets (the trained model's predictions or the labels),
+            not the randomized model's own predictions.
+        reference: The trained model's maps, if already computed (else ``map_fn(model, images)``).
+        order: ``"cascading"`` or ``"independent"`` (see :func:`randomized_copies`).
+        seed: Re-initialisation seed.
+        layers: Layers to randomize, output first.
+
+    Returns:
+        ``{layer_name: {"spearman": [B], "ssim": [B]}}`` in randomization order; with cascading
+        order the last entry is the fully randomized model.
+    """
+    if reference is None:
+        reference = map_fn(model, images)
+    reference = as_maps(reference, "reference").float()
+    size = tuple(reference.shape[-2:])
+    # The reference's ranks and SSIM statistics are computed once for all steps.
+    ref_ranks = _centred(ranks(reference.flatten(1)))
+    ref_ssim = _SsimReference(reference.clamp(0, 1), window=11, sigma=1.5, data_range=1.0)
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, randomized in randomized_copies(model, order, seed=seed, layers=layers):
+        maps = resize_maps(as_maps(map_fn(randomized, images)).float(), size)
+        out[name] = {
+            "spearman": _cosine(ref_ranks, _centred(ranks(maps.flatten(1)))),
+            "ssim": ref_ssim.compare(maps.clamp(0, 1)),
+        }
+    return out
+
+
+@dataclass(frozen=True)
+class SanityVerdict:
+    """Outcome of the randomization test for one method.
+
+    Attributes:
+        spearman: Mean ``|Spearman|`` between trained and randomized maps.
+        ssim: Mean SSIM between trained and randomized maps.
+        passed: ``spearman < spearman_threshold and ssim < ssim_threshold``.
+        spearman_threshold: The rank-correlation threshold used.
+        ssim_threshold: The SSIM threshold used.
+        n: Number of images.
+    """
+
+    spearman: float
+    ssim: float
+    passed: bool
+    spearman_threshold: float
+    ssim_threshold: float
+    n: int
+
+    def as_dict(self) -> dict[str, float | bool | int]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def sanity_verdict(
+    spearman: torch.Tensor,
+    ssim: torch.Tensor,
+    threshold: float = SPEARMAN_THRESHOLD,
+    *,
+    ssim_threshold: float = SSIM_THRESHOLD,
+) -> SanityVerdict:
+    """Decide whether a method passes the randomization test.
+
+    Pass the scores of the *fully* randomized model (the last entry of
+    :func:`randomization_scores` in cascading order).
+
+    Args:
+        spearman: ``[B]`` Spearman correlations, trained vs randomized maps.
+        ssim: ``[B]`` SSIM values, trained vs randomized maps.
+        threshold: Fail when ``mean(|spearman|) >= threshold`` (:data:`SPEARMAN_THRESHOLD`).
+            The absolute value counts: an inverted map is as model-independent as a copy.
+        ssim_threshold: Fail also when ``mean(ssim) >= ssim_threshold`` (:data:`SSIM_THRESHOLD`).
+
+    Returns:
+        A :class:`SanityVerdict`.
+    """
+    rho = float(spearman.float().abs().mean()) if spearman.numel() else float("nan")
+    sim = float(ssim.float().mean()) if ssim.numel() else float("nan")
+    passed = bool(rho < threshold and sim < ssim_threshold)
+    return SanityVerdict(
+        spearman=rho,
+        ssim=sim,
+        passed=passed,
+        spearman_threshold=float(threshold),
+        ssim_threshold=float(ssim_threshold),
+        n=int(spearman.numel()),
+    )
