@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(VENV)/bin/reporter train --data digits --epochs 4 --out report/model.pt
-	$(VENV)/bin/reporter predict report/model.pt --data digits
+	$(VENV)/bin/reporter audit --out report
 
 test: $(STAMP)
 	$(PY) -m pytest -q

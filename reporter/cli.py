@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -392,6 +391,9 @@ def layers(
 )
 @click.option("--max-images", type=int, default=None, help="Audit at most N test images.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bars.")
+@click.option(
+    "--cache-dir", type=click.Path(), default=None, help="Where trained models are cached."
+)
 def audit(config_path: str | None, **options: Any) -> None:
     """Audit a model and write report.html, report.pdf and audit.json.
 
@@ -402,20 +404,32 @@ def audit(config_path: str | None, **options: Any) -> None:
 
     overrides = {k: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides)
-    result = run_audit(config, argv=["reporter", *sys.argv[1:]])
+    result = run_audit(config, argv=_audit_command(config_path, overrides))
     paths = ", ".join(str(p) for p in result.paths.values())
     click.echo(f"Audited {result.summary}. Wrote {paths} in {result.seconds:.1f} s.")
 
 
-def _register_optional() -> None:
-    try:
-        from reporter.featvis.cli import featvis
-    except ImportError:  # pragma: no cover - featvis is part of the package
-        return
+def _audit_command(config_path: str | None, overrides: dict[str, Any]) -> list[str]:
+    """The ``reporter audit`` command line equivalent to this run (for the report)."""
+    argv = ["reporter", "audit"]
+    if config_path:
+        argv += ["--config", str(config_path)]
+    for key, value in overrides.items():
+        flag = "--" + ("format" if key == "formats" else key.replace("_", "-"))
+        if value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _register_commands() -> None:
+    from reporter.featvis.cli import featvis
+
     cli.add_command(featvis)
 
 
-_register_optional()
+_register_commands()
 
 
 def main() -> None:

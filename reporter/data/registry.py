@@ -44,6 +44,7 @@ class DataBundle:
         channels: Natural channel count of the data (1 grayscale, 3 colour).
         input_size: Natural ``(H, W)`` for models trained on this data.
         masks: Whether the test split has object masks.
+        spurious: For generated shapes: probability that the background gives the class away.
     """
 
     name: str
@@ -54,6 +55,7 @@ class DataBundle:
     channels: int = 3
     input_size: tuple[int, int] = (64, 64)
     masks: bool = False
+    spurious: float = 0.0
 
     def set_transform(self, transform: Callable | None) -> None:
         """Attach the model's preprocessing to both splits."""
@@ -131,6 +133,7 @@ def _shapes(seed: int, spurious: float, shortcut: str, size: int) -> DataBundle:
         channels=3,
         input_size=(size, size),
         masks=True,
+        spurious=spurious,
     )
 
 

@@ -1,0 +1,247 @@
+"""Benchmark the CAM engine against its floor and its peers, in one process, on the same inputs.
+
+(a) floor: one forward pass plus one ``torch.autograd.grad`` to the earliest requested layer;
+(b) ``reporter.explain.CamEngine``: six methods (gradcam, gradcam++, xgradcam, layercam,
+    hirescam and the gradient-free eigencam) on three layers = 18 maps per image, one pass;
+(c) pytorch-grad-cam computing the same 18 maps the way its users must: one call per method and
+    layer;
+(d) torchcam computing one ``GradCAM`` map (the last layer).
+Then Score-CAM: the engine against its unavoidable masked forward passes alone.
+
+Each timing is the best of ``--iters`` rounds (the rounds of (a), (b) and (d) are interleaved so
+that load from other processes hits them alike). Usage::
+
+    python benchmarks/bench_cam.py --batch 16 --size 224 --iters 3
+    python benchmarks/bench_cam.py --device cuda --batch 64 --iters 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from reporter.explain import CamEngine
+from reporter.explain.scorecam import channel_masks
+
+__all__ = ["main"]
+
+SIX_METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best(fn: Callable[[], Any], device: torch.device, iters: int) -> float:
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _calibrate(model: nn.Module, size: int, device: torch.device) -> None:
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(8, 3, size, size, device=device))
+    model.eval()
+
+
+def floor_fn(model: nn.Module, layer: str, images: Tensor) -> Callable[[], None]:
+    """(a): forward with frozen parameters, graph started at ``layer``, one autograd.grad."""
+    module = dict(model.named_modules())[layer]
+    store: dict[str, Tensor] = {}
+
+    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
+        if torch.is_grad_enabled() and not out.requires_grad:
+            out.requires_grad_(True)
+        store["a"] = out
+
+    def run() -> None:
+        handle = module.register_forward_hook(hook)
+        try:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            logits = model(images)
+            score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+            torch.autograd.grad(score, [store["a"]])
+        finally:
+            handle.remove()
+            for p in model.parameters():
+                p.requires_grad_(True)
+            store.clear()
+
+    return run
+
+
+def grad_cam_library_fn(model: nn.Module, layers: list[str], images: Tensor) -> Callable[[], None]:
+    """(c): pytorch-grad-cam, one call per method and layer (18 calls for 6 x 3)."""
+    from pytorch_grad_cam import (
+        EigenCAM,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        XGradCAM,
+    )
+
+    classes = [GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM]
+    modules = dict(model.named_modules())
+
+    def run() -> None:
+        for cls in classes:
+            for layer in layers:
+                with cls(model=model, target_layers=[modules[layer]]) as cam:
+                    cam(input_tensor=images, targets=None)
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def torchcam_fn(model: nn.Module, layer: str, images: Tensor) -> tuple[Callable[[], None], Any]:
+    """(d): torchcam's GradCAM on one layer (extractor built once, as its users do)."""
+    from torchcam.methods import GradCAM as TorchcamGradCAM
+
+    extractor = TorchcamGradCAM(model, target_layer=layer)
+
+    def run() -> None:
+        scores = model(images)
+        extractor(class_idx=scores.argmax(1).tolist(), scores=scores)
+
+    return run, extractor
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run the benchmark and print images/s and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--iters", type=int, default=3, help="rounds for (a), (b), (d)")
+    parser.add_argument("--iters-c", type=int, default=1, help="rounds for pytorch-grad-cam")
+    parser.add_argument("--layers", default="layer2,layer3,layer4")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--skip-c", action="store_true", help="skip pytorch-grad-cam (slow)")
+    parser.add_argument("--scorecam-images", type=int, default=1)
+    parser.add_argument("--scorecam-layer", default="layer4")
+    parser.add_argument("--scorecam-batch", type=int, default=64)
+    parser.add_argument("--skip-scorecam", action="store_true")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")  # peers' deprecation chatter is not what we measure
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).to(device)
+    _calibrate(model, args.size, device)
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    n = args.batch
+    print(
+        f"resnet18 {args.size}x{args.size}, batch {n}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f", torch {torch.__version__}, threads {torch.get_num_threads()}, layers {layers}"
+    )
+
+    floor = floor_fn(model, layers[0], images)
+    engine = CamEngine(model, layers=layers, methods=SIX_METHODS, device=device)
+    engine.__enter__()
+    # (b1): the same six methods on the last layer only: the same backward depth as (d).
+    engine_last = CamEngine(model, layers=layers[-1:], methods=SIX_METHODS, device=device)
+    engine_last.__enter__()
+    tc_run, tc_extractor = torchcam_fn(model, layers[-1], images)
+    try:
+        tc_extractor.disable_hooks()
+        engine(images)  # warm-up + dry run
+        engine_last(images)
+        floor()
+        tc_extractor.enable_hooks()
+        tc_run()
+        times: dict[str, list[float]] = {"a": [], "b": [], "b1": [], "d": []}
+        for _ in range(args.iters):
+            tc_extractor.disable_hooks()
+            times["a"].append(_best(floor, device, 1))
+            times["b"].append(_best(lambda: engine(images), device, 1))
+            times["b1"].append(_best(lambda: engine_last(images), device, 1))
+            tc_extractor.enable_hooks()
+            times["d"].append(_best(tc_run, device, 1))
+    finally:
+        tc_extractor.remove_hooks()
+        engine_last.close()
+        engine.close()
+    t_a, t_b, t_b1, t_d = (min(times[k]) for k in ("a", "b", "b1", "d"))
+    print(f"(a) floor fwd+grad to {layers[0]:<8}  {n / t_a:9.2f} images/s  ({t_a:.3f} s/batch)")
+    print(f"(b) engine, 18 maps              {n / t_b:9.2f} images/s  ({t_b:.3f} s/batch)")
+    print(f"(b1) engine, 6 maps on {layers[-1]:<8}  {n / t_b1:9.2f} images/s  ({t_b1:.3f} s/batch)")
+    print(f"(d) torchcam GradCAM, 1 map      {n / t_d:9.2f} images/s  ({t_d:.3f} s/batch)")
+    if not args.skip_c:
+        run_c = grad_cam_library_fn(model, layers, images)
+        t_c = _best(run_c, device, args.iters_c)
+        print(f"(c) pytorch-grad-cam, 18 calls   {n / t_c:9.2f} images/s  ({t_c:.3f} s/batch)")
+    print(f"ratio (b)/(a) = {t_a / t_b:.2f}   goal >= 0.8 (CPU), >= 0.7 (GPU)")
+    if not args.skip_c:
+        print(f"ratio (b)/(c) = {t_c / t_b:.1f}   goal >= 30")
+    print(f"ratio (b)/(d) = {t_d / t_b:.2f}   goal >= 0.8")
+    print(
+        f"ratio (a)/(d) = {t_d / t_a:.2f}   (ceiling for (b)/(d): (d) backpropagates to "
+        f"{layers[-1]} only, (a) and (b) to {layers[0]})"
+    )
+    print(f"ratio (b1)/(d) = {t_d / t_b1:.2f}  (same backward depth: 6 maps vs 1)")
+
+    if args.skip_scorecam:
+        return
+    m = args.scorecam_images
+    sc_images = images[:m]
+    with CamEngine(
+        model,
+        layers=[args.scorecam_layer],
+        methods=["scorecam"],
+        device=device,
+        scorecam_batch=args.scorecam_batch,
+    ) as sc_engine:
+        sc_engine(sc_images[:1])  # warm-up + dry run
+        result_holder: list[Any] = []
+        t_sc = _best(lambda: result_holder.append(sc_engine(sc_images)), device, 1)
+        acts = result_holder[-1].activations[args.scorecam_layer].to(device)
+
+    # The unavoidable part: the masked images' forward passes alone, in the same chunks.
+    model.eval()
+    flat = acts.reshape(-1, *acts.shape[2:])
+    channels = acts.shape[1]
+    masked = [
+        sc_images[torch.arange(s, min(s + args.scorecam_batch, flat.shape[0])) // channels]
+        * channel_masks(flat[s : s + args.scorecam_batch], (args.size, args.size)).unsqueeze(1)
+        for s in range(0, flat.shape[0], args.scorecam_batch)
+    ]
+
+    def passes() -> None:
+        with torch.inference_mode():
+            for chunk in masked:
+                model(chunk)
+
+    t_passes = _best(passes, device, 1)
+    total = m * channels
+    print(
+        f"scorecam {args.scorecam_layer}, {m} image(s) x {channels} channels: engine "
+        f"{t_sc:.2f} s, masked forward passes alone {t_passes:.2f} s "
+        f"({total / t_passes:.0f} masked images/s): ratio {t_sc / t_passes:.2f}  goal <= 1.5"
+    )
+
+
+if __name__ == "__main__":
+    main()

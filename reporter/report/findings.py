@@ -1,0 +1,179 @@
+"""Key findings: plain-language sentences generated from the numbers in the audit context.
+
+Every sentence is built from ``audit.json`` values only, so the cover page can never say
+something the data does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["METHOD_TITLES", "key_findings"]
+
+METHOD_TITLES = {
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "hirescam": "HiResCAM",
+    "eigencam": "EigenCAM",
+    "scorecam": "Score-CAM",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if abs(x - round(x, 2)) < 1e-9 or x >= 0.995 or x < 0.1 else f"{x:.1%}"
+
+
+def _names(items: list[str]) -> str:
+    quoted = [f"“{s}”" for s in items]
+    if len(quoted) <= 1:
+        return "".join(quoted)
+    return ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def key_findings(audit: dict[str, Any]) -> list[str]:
+    """Return the cover page's findings, most important first."""
+    out: list[str] = []
+    m = audit["metrics"]
+    n = m["n_images"]
+    names = [row["class"] for row in m["per_class"]]
+    trust = audit.get("trust") or {}
+
+    # trust problems come first: they change how everything else must be read
+    for key, verdict in (trust.get("shortcut") or {}).items():
+        if isinstance(verdict, dict) and verdict.get("flagged"):
+            out.append(
+                verdict.get("sentence")
+                or (
+                    f"Suspected shortcut for class “{key}”: most of its saliency lies off "
+                    "the object."
+                )
+            )
+    for method, verdict in (trust.get("sanity") or {}).items():
+        if isinstance(verdict, dict) and verdict.get("passed") is False:
+            layer = verdict.get("layer", "")
+            out.append(
+                f"{METHOD_TITLES.get(method, method)}"
+                + (f" on layer {layer}" if layer else "")
+                + " failed the randomization test: its maps do not depend on the learned "
+                "weights; do not read them as explanations."
+            )
+
+    check = (audit.get("dataset") or {}).get("shortcut_check")
+    if check:
+        kept, absent = check["accuracy_shortcut_kept"], check["accuracy_shortcut_absent"]
+        if kept - absent > 0.1:
+            out.insert(
+                0,
+                (
+                    f"The model relies on the background: its accuracy is {_pct(kept)} when the "
+                    f"background colour matches the class, as it did in training, and "
+                    f"{_pct(absent)} when it does not."
+                ),
+            )
+        else:
+            out.append(
+                f"The background does not carry the decision: accuracy is {_pct(kept)} with "
+                f"the training background shortcut and {_pct(absent)} without it."
+            )
+    out.append(
+        f"The model classifies {_pct(m['accuracy'])} of the {n} test images correctly "
+        f"(macro F1 {m['macro_f1']:.3f}"
+        + (f", top-5 accuracy {_pct(m['top5_accuracy'])}" if "top5_accuracy" in m else "")
+        + ")."
+    )
+    rows = [r for r in m["per_class"] if r["support"] > 0]
+    if len(rows) > 1:
+        worst = sorted(rows, key=lambda r: (r["recall"], r["class"]))[:2]
+        best_recall = max(r["recall"] for r in rows)
+        if worst[0]["recall"] < best_recall:
+            parts = [
+                f"“{r['class']}” (recall {_pct(r['recall'])})"
+                for r in worst
+                if r["recall"] < best_recall
+            ]
+            out.append(
+                "The weakest "
+                + ("classes are " if len(parts) > 1 else "class is ")
+                + " and ".join(parts)
+                + "."
+            )
+    cm = m["confusion_matrix"]
+    pairs = [
+        (cm[i][j], names[i], names[j])
+        for i in range(len(cm))
+        for j in range(len(cm))
+        if i != j and cm[i][j] > 0
+    ]
+    if pairs:
+        pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+        count, true, pred = pairs[0]
+        text = f"The most frequent confusion is “{true}” mistaken for “{pred}” ({count} image"
+        text += "s)" if count != 1 else ")"
+        if len(pairs) > 1:
+            c2, t2, p2 = pairs[1]
+            text += f", then “{t2}” for “{p2}” ({c2})"
+        out.append(text + ".")
+    wrong = m.get("mean_confidence_wrong")
+    right = m.get("mean_confidence_correct")
+    if wrong is not None and right is not None:
+        confident = audit["metrics"].get("confident_mistakes", 0)
+        text = (
+            f"Mistakes are made with a mean confidence of {_pct(wrong)}, against "
+            f"{_pct(right)} for correct predictions"
+        )
+        if confident:
+            text += (
+                f"; {confident} mistake{'s are' if confident != 1 else ' is'} made with "
+                "over 90% confidence"
+            )
+        out.append(text + ".")
+    ece = m["ece"]
+    gap = m["mean_confidence"] - m["accuracy"]
+    if ece < 0.03:
+        out.append(f"Confidence is well calibrated (expected calibration error {ece:.3f}).")
+    else:
+        kind = "over-confident" if gap > 0 else "under-confident"
+        out.append(
+            f"The model is {kind}: its mean confidence is {_pct(m['mean_confidence'])} while its "
+            f"accuracy is {_pct(m['accuracy'])} (expected calibration error {ece:.3f})."
+        )
+    expl = audit.get("explanations") or {}
+    border = expl.get("border_summary")
+    if border:
+        title = METHOD_TITLES.get(border["method"], border["method"])
+        text = (
+            f"On average {_pct(border['mean'])} of the {title} saliency lies in the image border "
+            f"(the outer band covering {_pct(border['area'])} of the area)"
+        )
+        if border.get("class") is not None and border["class_value"] > border["mean"] + 0.05:
+            text += (
+                f"; class “{border['class']}” leans on the border most "
+                f"({_pct(border['class_value'])})"
+            )
+        out.append(text + ".")
+    flagged = expl.get("flagged_maps", 0)
+    if flagged:
+        out.append(
+            f"{flagged} saliency maps were all zero or not a number; they are marked in the "
+            "galleries instead of being drawn blank."
+        )
+    if m.get("nan_predictions"):
+        out.append(
+            f"The model produced no valid output (NaN) for {m['nan_predictions']} images; they "
+            "count as errors."
+        )
+    skipped = audit.get("skipped") or []
+    if skipped:
+        out.append(
+            f"{len(skipped)} file{'s' if len(skipped) != 1 else ''} could not be used and "
+            f"{'were' if len(skipped) != 1 else 'was'} skipped; the appendix lists each with "
+            "the reason."
+        )
+    if not expl.get("methods"):
+        reason = expl.get("unavailable")
+        if reason:
+            out.append(reason)
+    return out

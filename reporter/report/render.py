@@ -1,0 +1,140 @@
+"""HTML (Jinja2) and PDF (WeasyPrint) rendering of the report context.
+
+- Templates are found first in ``--template-dir`` (if given), then in the default theme; a
+  template may not resolve to a file outside its folder (no ``..``, no symlinks out).
+- Jinja2 runs with autoescape and ``StrictUndefined``: a class name holding HTML is shown as
+  text, and a template that asks for a missing value fails loudly instead of printing nothing.
+- The PDF renderer fetches nothing from the network and reads no file outside the report
+  folder: only ``data:`` URIs and files inside ``base_dir`` are resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from reporter.errors import ReporterError
+
+__all__ = ["default_template_dir", "render_html", "render_pdf", "template_environment"]
+
+log = logging.getLogger(__name__)
+
+
+def default_template_dir() -> Path:
+    """The packaged default theme (``reporter/templates`` in a wheel, ``templates/`` in a
+    source checkout)."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "templates"
+    if packaged.is_dir():
+        return packaged
+    return here.parent / "templates"
+
+
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """A file-system loader that refuses templates resolving outside its folder."""
+
+    def get_source(self, environment: jinja2.Environment, template: str):
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        roots = [os.path.realpath(p) for p in self.searchpath]
+        if not any(real == r or real.startswith(r + os.sep) for r in roots):
+            raise jinja2.TemplateNotFound(template)
+        return source, filename, uptodate
+
+
+def template_environment(template_dir: str | Path | None = None) -> jinja2.Environment:
+    """The Jinja2 environment: user templates first, then the default theme."""
+    loaders = []
+    if template_dir is not None:
+        path = Path(template_dir)
+        if not path.is_dir():
+            raise ReporterError(f"--template-dir {path} is not a folder.")
+        loaders.append(ConfinedLoader(str(path)))
+    loaders.append(ConfinedLoader(str(default_template_dir())))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda x, digits=1: "n/a" if x is None else f"{x * 100:.{digits}f}%"
+    env.filters["num"] = lambda x, digits=3: "n/a" if x is None else f"{x:.{digits}f}"
+    env.filters["thousands"] = lambda x: f"{x:,}"
+    env.filters["tojson_pretty"] = lambda x: json.dumps(x, indent=2, ensure_ascii=False)
+    return env
+
+
+def render_html(
+    audit: dict[str, Any], figures: dict[str, Any], template_dir: str | Path | None = None
+) -> str:
+    """Render ``report.html`` (self-contained: CSS inlined, images as data URIs)."""
+    from reporter.report.findings import METHOD_TITLES
+
+    env = template_environment(template_dir)
+    try:
+        css = env.get_template("report.css").render()
+        template = env.get_template("report.html")
+        return template.render(audit=audit, fig=figures, css=css, titles=METHOD_TITLES)
+    except jinja2.TemplateNotFound as exc:
+        raise ReporterError(f"Template {exc.name!r} not found in the template folders.") from exc
+    except jinja2.UndefinedError as exc:
+        raise ReporterError(f"A report template uses an undefined value: {exc}.") from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise ReporterError(
+            f"Template syntax error in {exc.filename or exc.name}, line {exc.lineno}: {exc.message}"
+        ) from exc
+
+
+def _confined_fetcher(base_dir: Path):
+    """A WeasyPrint URL fetcher that serves ``data:`` URIs and files inside ``base_dir`` only."""
+    from urllib.parse import unquote, urlparse
+
+    from weasyprint import urls
+
+    root = os.path.realpath(base_dir)
+
+    def allowed(url: str) -> bool:
+        if url.startswith("data:"):
+            return True
+        parsed = urlparse(url)
+        if parsed.scheme != "file":
+            return False
+        real = os.path.realpath(unquote(parsed.path))
+        return real.startswith(root + os.sep)
+
+    base = getattr(urls, "URLFetcher", None)
+    if base is not None:
+
+        class Fetcher(base):  # type: ignore[misc, valid-type]
+            def fetch(self, url, headers=None):
+                if not allowed(url):
+                    raise ValueError(f"blocked: the report may not load {url[:80]}")
+                return super().fetch(url, headers)
+
+        return Fetcher(fail_on_errors=False)
+
+    def fetcher(url: str, *args: Any, **kwargs: Any):  # pragma: no cover - old WeasyPrint
+        if not allowed(url):
+            raise ValueError(f"blocked: the report may not load {url[:80]}")
+        return urls.default_url_fetcher(url, *args, **kwargs)
+
+    return fetcher
+
+
+def render_pdf(html: str, path: Path, base_dir: Path) -> Path:
+    """Render HTML to a PDF (print CSS, A4) with a fetcher confined to ``base_dir``."""
+    import weasyprint
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    document = weasyprint.HTML(
+        string=html, base_url=str(base_dir) + os.sep, url_fetcher=_confined_fetcher(base_dir)
+    )
+    document.write_pdf(str(path))
+    return path

@@ -1,0 +1,292 @@
+"""The trust stage: can the explanations be believed?
+
+On a seeded sample of the audited images it computes, per method on the primary CAM layer:
+the model-parameter randomization test (cascading, on copies of the model), deletion /
+insertion curves and the average drop / increase in confidence, localization against object
+masks when there are any, per-class shortcut scores, and the agreement between methods. The
+metrics themselves are pure tensor code in :mod:`reporter.metrics.trust`; this module only
+chooses the sample, computes maps and turns results into report data and figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reporter.config import AuditConfig
+from reporter.metrics import trust as T
+from reporter.report import figures as fg
+from reporter.report.findings import METHOD_TITLES
+from reporter.setup import Prepared
+
+__all__ = ["CURVE_STEPS", "FAITHFULNESS_IMAGES", "SANITY_IMAGES", "trust_section"]
+
+log = logging.getLogger(__name__)
+
+FAITHFULNESS_IMAGES = 48
+"""Images for deletion / insertion (each costs 2 x (steps + 1) forward passes)."""
+SANITY_IMAGES = 24
+"""Images for the randomization test (one CAM pass per randomized layer)."""
+CURVE_STEPS = 16
+MAX_CASCADE = 8
+
+
+def _maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: str,
+    methods: list[str],
+    batch: int,
+) -> dict[str, torch.Tensor]:
+    """Normalised maps at input size for every method, explaining fixed ``targets``."""
+    from reporter.device import model_device
+    from reporter.explain import CamEngine
+
+    device = model_device(model)
+    out: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    with CamEngine(
+        model, layers=[layer], methods=methods, device=device, input_shape=tuple(images.shape[1:])
+    ) as engine:
+        for start in range(0, len(images), batch):
+            sl = slice(start, start + batch)
+            res = engine(images[sl].to(device), targets[sl].to(device))
+            for m in methods:
+                out[m].append(torch.nan_to_num(res.upsampled(m, res.layers[0]), nan=0.0))
+    return {m: torch.cat(v) for m, v in out.items()}
+
+
+def _sanity(model, images, targets, layer, methods, reference, seed, batch) -> dict[str, Any]:
+    # every parameter layer is randomized (output first); maps are compared at up to
+    # MAX_CASCADE evenly spaced steps, always including the fully randomized model
+    names = T.parameter_layers(model)
+    keep = set(np.linspace(0, len(names) - 1, min(MAX_CASCADE, len(names))).round().astype(int))
+    size = reference[methods[0]].shape[-2:]
+    steps: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    last: dict[str, dict[str, torch.Tensor]] = {}
+    for i, (name, randomized) in enumerate(
+        T.randomized_copies(model, "cascading", seed=seed, layers=names)
+    ):
+        if i not in keep:
+            continue
+        maps = _maps(randomized, images, targets, layer, methods, batch)
+        for m in methods:
+            ref = reference[m]
+            got = torch.nn.functional.interpolate(
+                maps[m][:, None], size=tuple(size), mode="bilinear", align_corners=False
+            )[:, 0]
+            rho = T.rank_correlation(ref, got)
+            sim = T.ssim(ref.clamp(0, 1), got.clamp(0, 1))
+            steps[m].append(
+                {
+                    "randomized_down_to": name,
+                    "spearman": float(rho.abs().mean()),
+                    "ssim": float(sim.mean()),
+                }
+            )
+            last[m] = {"spearman": rho, "ssim": sim}
+    out = {}
+    for m in methods:
+        verdict = T.sanity_verdict(last[m]["spearman"], last[m]["ssim"])
+        out[m] = {**verdict.as_dict(), "layer": layer, "cascade": steps[m]}
+    return out
+
+
+def _masks_for(prep: Prepared, dataset_idx: list[int]) -> torch.Tensor | None:
+    masks = getattr(prep.bundle.test, "masks", None)
+    if masks is None:
+        return None
+    m = torch.as_tensor(masks)[dataset_idx].float()
+    size = prep.loaded.meta.input_size
+    if tuple(m.shape[-2:]) != tuple(size):
+        m = torch.nn.functional.interpolate(m[:, None], size=size, mode="nearest")[:, 0]
+    return m > 0.5
+
+
+def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dict]:
+    """Compute the trust metrics on a seeded sample; return ``(audit data, figures)``."""
+    preds = stats.predictions
+    if not stats.layers or config.trust_samples == 0 or len(preds.labels) == 0:
+        return {}, {}
+    model = prep.loaded.model
+    layer = stats.layers[0]
+    methods = list(config.methods)
+    rng = np.random.default_rng(config.seed + 7)
+    n = min(config.trust_samples, len(preds.labels))
+    pos = np.sort(rng.permutation(len(preds.labels))[:n])
+    dataset_idx = [int(i) for i in preds.indices[pos]]
+    images = torch.stack([prep.bundle.test[i][0] for i in dataset_idx])
+    targets = torch.as_tensor(preds.preds[pos], dtype=torch.long)
+    labels = torch.as_tensor(preds.labels[pos], dtype=torch.long)
+    names = prep.bundle.class_names
+    batch = config.batch_size
+    maps = _maps(model, images, targets, layer, methods, batch)
+    data: dict[str, Any] = {"sample": n, "layer": layer, "seed": config.seed}
+    figs: dict[str, Any] = {}
+
+    # sanity: cascading randomization on a sub-sample
+    ns = min(SANITY_IMAGES, n)
+    data["sanity"] = _sanity(
+        model,
+        images[:ns],
+        targets[:ns],
+        layer,
+        methods,
+        {m: maps[m][:ns] for m in methods},
+        config.seed,
+        batch,
+    )
+    data["sanity_images"] = ns
+    figs["sanity"] = fg.curves_figure(
+        {
+            METHOD_TITLES[m]: [1.0] + [s["spearman"] for s in data["sanity"][m]["cascade"]]
+            for m in methods
+        },
+        xlabel="share of the network randomized (output first)",
+        ylabel="rank correlation with trained maps",
+        title="Randomization test",
+    )
+
+    # faithfulness
+    nf = min(FAITHFULNESS_IMAGES, n)
+    faith: dict[str, Any] = {}
+    del_curves, ins_curves = {}, {}
+    for m in methods:
+        di = T.deletion_insertion(
+            model,
+            images[:nf],
+            maps[m][:nf],
+            targets[:nf],
+            steps=CURVE_STEPS,
+            baseline="blur",
+            batch_size=max(64, batch),
+        )
+        cc = T.average_drop_increase(
+            model, images[:nf], maps[m][:nf], targets[:nf], batch_size=max(64, batch)
+        )
+        summary = di.summary()
+        faith[m] = {
+            "deletion_auc": summary["deletion_auc"],
+            "insertion_auc": summary["insertion_auc"],
+            "average_drop": float(cc.drop.mean()),
+            "increase_rate": float(cc.increase.float().mean()),
+            "deletion_curve": summary["deletion_curve"],
+            "insertion_curve": summary["insertion_curve"],
+        }
+        del_curves[METHOD_TITLES[m]] = summary["deletion_curve"]
+        ins_curves[METHOD_TITLES[m]] = summary["insertion_curve"]
+    data["faithfulness"] = {
+        "images": nf,
+        "steps": CURVE_STEPS,
+        "baseline": "blur",
+        "methods": faith,
+    }
+    figs["deletion"] = fg.curves_figure(
+        del_curves,
+        xlabel="share of pixels removed",
+        ylabel="class probability",
+        title="Deletion (lower is better)",
+    )
+    figs["insertion"] = fg.curves_figure(
+        ins_curves,
+        xlabel="share of pixels inserted",
+        ylabel="class probability",
+        title="Insertion (higher is better)",
+    )
+
+    # localization
+    masks = _masks_for(prep, dataset_idx)
+    if masks is not None:
+        loc = {}
+        for m in methods:
+            hit = T.pointing_game(maps[m], masks)
+            energy = T.energy_pointing_game(maps[m], masks)
+            loc[m] = {
+                "pointing_game": float(hit.float().mean()),
+                "energy_inside": float(energy.mean()),
+                "per_class": {
+                    c: {"pointing_game": v["mean"], "n": v["n"]}
+                    for c, v in T.per_class(hit, labels, names).items()
+                },
+                "energy_per_class": {
+                    c: v["mean"] for c, v in T.per_class(energy, labels, names).items()
+                },
+            }
+        data["localization"] = {"methods": loc, "object_area": float(masks.float().mean())}
+    else:
+        data["localization"] = None
+
+    # shortcut, on the first method's maps
+    primary = methods[0]
+    scores = T.shortcut_scores(maps[primary], labels, names, masks)
+    evidence_figs: dict[str, list[str]] = {}
+    units = prep.preprocess.denormalize(images)
+    for cname, s in scores.items():
+        s["method"] = primary
+        if s["flagged"]:
+            s["sentence"] = _shortcut_sentence(cname, s, primary)
+            evidence_figs[cname] = [
+                fg.tile_uri(fg.overlay(units[i], maps[primary][i], config.colormap))
+                for i in s["evidence"]
+            ]
+        s["evidence"] = [{"index": dataset_idx[i], "sample_position": i} for i in s["evidence"]]
+    data["shortcut"] = scores
+    figs["shortcut_evidence"] = evidence_figs
+
+    # agreement between methods
+    if len(methods) > 1:
+        data["agreement"] = T.agreement_summary(T.method_agreement(maps))
+    else:
+        data["agreement"] = None
+    return data, figs
+
+
+def _shortcut_sentence(cname: str, s: dict[str, Any], method: str) -> str:
+    title = METHOD_TITLES[method]
+    if s.get("basis") == "mask":
+        return (
+            f"Suspected shortcut for class “{cname}”: {s['outside_fraction']:.0%} of the "
+            f"{title} saliency lies outside the object (the object covers "
+            f"{s['object_area']:.0%} of the image), so the model relies on the background or "
+            "context rather than the object itself."
+        )
+    return (
+        f"Suspected shortcut for class “{cname}”: {s['border_fraction']:.0%} of the {title} "
+        "saliency lies on the image border, far more than its share of the area; check the "
+        "evidence images for watermarks, frames or background cues."
+    )
+
+
+def shortcut_accuracy(prep: Prepared, config: AuditConfig) -> dict[str, Any] | None:
+    """For generated shapes data with a spurious background: accuracy with and without it.
+
+    The model is evaluated on both test variants (background colour matching the class as in
+    training, and background colour independent of the class), which shows directly how much
+    of the accuracy the shortcut carries.
+    """
+    spurious = prep.bundle.spurious
+    if spurious <= 0:
+        return None
+    from reporter.data import load_dataset
+    from reporter.device import model_device
+    from reporter.predict import predict
+
+    out: dict[str, Any] = {"spurious": spurious}
+    for variant in ("kept", "absent"):
+        bundle = load_dataset(
+            "shapes",
+            seed=config.seed,
+            spurious=spurious,
+            shortcut=variant,
+            size=prep.loaded.meta.input_size[0],
+        )
+        bundle.set_transform(prep.preprocess)
+        preds = predict(
+            prep.loaded.model, bundle.test, device=model_device(prep.loaded.model), progress=False
+        )
+        out[f"accuracy_shortcut_{variant}"] = float((preds.preds == preds.labels).mean())
+    return out
