@@ -115,7 +115,7 @@ def _model_options(f):
 @click.option("--train-data", type=click.Path(), default=None, help="Explicit training folder.")
 @click.option("--test-data", type=click.Path(), default=None, help="Explicit test folder.")
 @click.option("--arch", default="gapnet", show_default=True, help="gapnet or a torchvision name.")
-@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -156,7 +156,7 @@ def train(
 ) -> None:
     """Train a classifier and save a checkpoint with its metadata.
 
-    Example: reporter train --data digits --arch gapnet --epochs 4 --out model.pt
+    Example: reporter train --data digits --arch gapnet --epochs 3 --out model.pt
     """
     from reporter.data import Preprocess, load_dataset
     from reporter.device import resolve_device
@@ -380,6 +380,9 @@ def layers(
 @click.option("--device", default=None, help="auto, cpu, cuda.")
 @click.option("--seed", type=int, default=None)
 @click.option("--epochs", type=int, default=None, help="Training epochs if it trains.")
+@click.option("--lr", type=float, default=None, help="Training learning rate if it trains.")
+@click.option("--batch-size", type=int, default=None, help="Batch size (training and audit).")
+@click.option("--top-k", type=int, default=None, help="Top-activating examples per channel.")
 @click.option("--input-size", type=int, default=None)
 @click.option("--trust-checkpoint", is_flag=True, default=None)
 @click.option("--spurious", type=float, default=None, help="shapes: background shortcut P.")

@@ -113,7 +113,7 @@ class AuditConfig:
     colormap: str = "viridis"
     device: str = "auto"
     seed: int = 0
-    epochs: int = 4
+    epochs: int = 3
     lr: float = 3e-3
     batch_size: int = 64
     input_size: int | None = None

@@ -11,6 +11,7 @@ written atomically.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,13 +58,18 @@ class AuditResult:
 
 
 class Timer:
-    """Wall time per named stage."""
+    """Wall time per named stage; announces each stage on stderr when ``announce``."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = False) -> None:
         self.seconds: dict[str, float] = {}
+        self.announce = announce
 
     @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
+    def __call__(self, stage: str, message: str | None = None) -> Iterator[None]:
+        if self.announce and message:
+            from tqdm import tqdm
+
+            tqdm.write(f"reporter: {message}", file=sys.stderr)
         start = time.perf_counter()
         try:
             yield
@@ -349,13 +355,13 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
     from reporter.report.build import build_report
     from reporter.report.writer import write_outputs
 
-    timer = Timer()
-    start = time.perf_counter()
     progress = not config.quiet
+    timer = Timer(announce=progress)
+    start = time.perf_counter()
     out = Path(config.out)
     _check_output_folder(out)
     torch.manual_seed(config.seed)
-    with timer("setup"):
+    with timer("setup", "loading the model and data (training if needed)"):
         prep = prepare(
             model=config.model,
             data=config.data,
@@ -376,7 +382,7 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
             progress=progress,
         )
     indices = audit_indices(prep, config)
-    with timer("explain"):
+    with timer("explain", f"predicting and explaining {len(indices)} images"):
         stats = stream_pass(prep, config, indices, progress=progress)
     if len(stats.predictions.labels) == 0:
         raise ReporterError(
@@ -384,7 +390,7 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
             "`reporter predict MODEL --data ... --json -`."
         )
     report = build_report(prep, config, stats, timer, argv=argv or [])
-    with timer("render"):
+    with timer("render", f"writing {', '.join(config.formats)} to {out}"):
         paths = write_outputs(report, config, out)
     seconds = time.perf_counter() - start
     summary = (

@@ -131,7 +131,7 @@ def prepare(
     test_data: str | None = None,
     split: str = "all",
     seed: int = 0,
-    epochs: int = 4,
+    epochs: int = 3,
     lr: float = 3e-3,
     batch_size: int = 64,
     input_size: int | None = None,

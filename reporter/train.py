@@ -51,7 +51,7 @@ class TrainConfig:
     """
 
     arch: str = "gapnet"
-    epochs: int = 8
+    epochs: int = 3
     lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0

@@ -21,17 +21,18 @@ from reporter.config import AuditConfig
 from reporter.metrics import trust as T
 from reporter.report import figures as fg
 from reporter.report.findings import METHOD_TITLES
+from reporter.report.sections import source_of as _source
 from reporter.setup import Prepared
 
 __all__ = ["CURVE_STEPS", "FAITHFULNESS_IMAGES", "SANITY_IMAGES", "trust_section"]
 
 log = logging.getLogger(__name__)
 
-FAITHFULNESS_IMAGES = 48
+FAITHFULNESS_IMAGES = 32
 """Images for deletion / insertion (each costs 2 x (steps + 1) forward passes)."""
 SANITY_IMAGES = 24
 """Images for the randomization test (one CAM pass per randomized layer)."""
-CURVE_STEPS = 16
+CURVE_STEPS = 12
 MAX_CASCADE = 8
 
 
@@ -94,17 +95,6 @@ def _sanity(model, images, targets, layer, methods, reference, seed, batch) -> d
         verdict = T.sanity_verdict(last[m]["spearman"], last[m]["ssim"])
         out[m] = {**verdict.as_dict(), "layer": layer, "cascade": steps[m]}
     return out
-
-
-def _masks_for(prep: Prepared, dataset_idx: list[int]) -> torch.Tensor | None:
-    masks = getattr(prep.bundle.test, "masks", None)
-    if masks is None:
-        return None
-    m = torch.as_tensor(masks)[dataset_idx].float()
-    size = prep.loaded.meta.input_size
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = torch.nn.functional.interpolate(m[:, None], size=size, mode="nearest")[:, 0]
-    return m > 0.5
 
 
 def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dict]:
@@ -198,13 +188,21 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
         title="Insertion (higher is better)",
     )
 
-    # localization
-    masks = _masks_for(prep, dataset_idx)
+    # localization, on the images that have a mask
+    from reporter.data.masks import load_masks
+
+    masks, missing = load_masks(prep.bundle.test, dataset_idx, config.masks, prep.preprocess)
+    have = torch.ones(n, dtype=torch.bool)
+    if masks is not None and missing:
+        have = masks.flatten(1).any(1)
+        data["missing_masks"] = missing
+    if masks is not None and not have.any():
+        masks = None
     if masks is not None:
         loc = {}
         for m in methods:
-            hit = T.pointing_game(maps[m], masks)
-            energy = T.energy_pointing_game(maps[m], masks)
+            hit = T.pointing_game(maps[m][have], masks[have])
+            energy = T.energy_pointing_game(maps[m][have], masks[have])
             loc[m] = {
                 "pointing_game": float(hit.float().mean()),
                 "energy_inside": float(energy.mean()),
@@ -220,9 +218,13 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
     else:
         data["localization"] = None
 
-    # shortcut, on the first method's maps
+    # shortcut, on the first method's maps (with masks: on the images that have one)
     primary = methods[0]
-    scores = T.shortcut_scores(maps[primary], labels, names, masks)
+    keep = have if masks is not None else torch.ones(n, dtype=torch.bool)
+    kept = torch.nonzero(keep).flatten()
+    scores = T.shortcut_scores(
+        maps[primary][keep], labels[keep], names, masks[keep] if masks is not None else None
+    )
     evidence_figs: dict[str, list[str]] = {}
     units = prep.preprocess.denormalize(images)
     for cname, s in scores.items():
@@ -230,10 +232,15 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
         if s["flagged"]:
             s["sentence"] = _shortcut_sentence(cname, s, primary)
             evidence_figs[cname] = [
-                fg.tile_uri(fg.overlay(units[i], maps[primary][i], config.colormap))
+                fg.tile_uri(fg.overlay(units[kept[i]], maps[primary][kept[i]], config.colormap))
                 for i in s["evidence"]
             ]
-        s["evidence"] = [{"index": dataset_idx[i], "sample_position": i} for i in s["evidence"]]
+        s["evidence"] = [
+            {"index": dataset_idx[int(kept[i])], "source": _source(prep, dataset_idx[int(kept[i])])}
+            for i in s["evidence"]
+        ]
+        if s.get("lift") == float("inf"):
+            s["lift"] = None
     data["shortcut"] = scores
     figs["shortcut_evidence"] = evidence_figs
 

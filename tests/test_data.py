@@ -35,6 +35,8 @@ def test_stratified_split_keeps_every_class_in_train() -> None:
 
 
 def test_folder_bad_files_are_skipped_and_recorded(tmp_path: Path) -> None:
+    import weasyprint  # noqa: F401 - it sets ImageFile.LOAD_TRUNCATED_IMAGES = True on import
+
     root = make_image_folder(tmp_path / "d", {"a": 6, "b": 6})
     (root / "a" / "empty.png").write_bytes(b"")
     (root / "a" / "text.jpg").write_text("not an image")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 __all__ = ["ImageReadError", "Preprocess", "pil_to_tensor", "read_image", "to_channels"]
 
@@ -22,6 +22,10 @@ def read_image(path: str) -> Image.Image:
 
     Pillow's decompression-bomb guard answers with an ImageReadError that says so.
     """
+    # Some libraries (WeasyPrint among them) set ImageFile.LOAD_TRUNCATED_IMAGES = True on
+    # import, which would silently fill a truncated file with grey; we want it reported.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -41,6 +45,8 @@ def read_image(path: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc) or type(exc).__name__
         raise ImageReadError(f"corrupt or truncated image ({text})") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -174,15 +174,15 @@ def build_report(prep: Prepared, config: AuditConfig, stats, timer, *, argv: lis
         explanations["flagged_maps"] = int(
             sum(v for d in stats.flagged.values() for v in d.values())
         )
-        with timer("galleries"):
+        with timer("galleries", "galleries"):
             gallery, figures["gallery"] = gallery_section(prep, config, stats)
         explanations["galleries"] = gallery
         class_avg, figures["class_average"] = class_average_section(prep, config, stats)
         explanations["class_average"] = class_avg
         explanations["border_summary"] = _border_summary(config, stats, names)
-        with timer("featvis"):
+        with timer("featvis", "feature visualization"):
             featvis, figures["featvis"] = featvis_section(prep, config, stats)
-        with timer("trust"):
+        with timer("trust", "trust checks (sanity, faithfulness, localization, shortcuts)"):
             trust, figures["trust"] = trust_section(prep, config, stats)
     else:
         explanations["unavailable"] = (

@@ -92,6 +92,8 @@ def model_card_markdown(audit: dict[str, Any]) -> str:
         f"Evaluated on {data['audited_images']} images of {_md(data['name'])} "
         f"(fingerprint `{data['fingerprint']}`).",
         "",
+        _md(_field(card, "evaluation_data", "")),
+        "",
         "| metric | value |",
         "|---|---|",
         f"| accuracy | {m['accuracy']:.4f} |",

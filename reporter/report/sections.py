@@ -27,7 +27,8 @@ KIND_TITLES = {
 }
 
 
-def _source(prep: Prepared, index: int) -> str:
+def source_of(prep: Prepared, index: int) -> str:
+    """How the report names a test image: its path relative to the data folder, or ``name#i``."""
     test = prep.bundle.test
     rel = getattr(test, "relative", None)
     return rel(index) if rel else test.describe(index)
@@ -61,7 +62,7 @@ def gallery_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, d
                 pred = int(preds.preds[p])
                 item = {
                     "index": int(preds.indices[p]),
-                    "source": _source(prep, int(preds.indices[p])),
+                    "source": source_of(prep, int(preds.indices[p])),
                     "true": names[c],
                     "predicted": names[pred],
                     "p_predicted": float(np.nan_to_num(prob[pred])),
@@ -198,7 +199,7 @@ def featvis_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, d
                 ex_data.append(
                     {
                         "index": ex.index,
-                        "source": _source(prep, ex.index),
+                        "source": source_of(prep, ex.index),
                         "activation": ex.value,
                         "box": list(box),
                     }
@@ -243,7 +244,7 @@ def featvis_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, d
                 panel[name] = tile_uri(to_uint8_image(grid), min_side=48)
             data["activation_maps"] = {
                 "index": index,
-                "source": _source(prep, index),
+                "source": source_of(prep, index),
                 "class": names[int(preds.labels[best])],
                 "layers": list(panel),
             }

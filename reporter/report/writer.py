@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,7 @@ def write_outputs(report: Report, config: AuditConfig, out: Path) -> dict[str, P
     try:
         written: dict[str, str] = {}
         formats = set(config.formats)
-        if "json" in formats:
-            (tmp / FILE_NAMES["json"]).write_text(to_json(report.audit), encoding="utf-8")
-            written["json"] = FILE_NAMES["json"]
+        start = time.perf_counter()
         if formats & {"html", "pdf"}:
             html = render_html(_clean(report.audit), report.figures, config.template_dir)
             if "html" in formats:
@@ -81,6 +80,11 @@ def write_outputs(report: Report, config: AuditConfig, out: Path) -> dict[str, P
                 model_card_markdown(_clean(report.audit)), encoding="utf-8"
             )
             written["modelcard"] = FILE_NAMES["modelcard"]
+        if "json" in formats:
+            # written last, so that it records how long the HTML and PDF took
+            report.audit["timings"]["render"] = round(time.perf_counter() - start, 3)
+            (tmp / FILE_NAMES["json"]).write_text(to_json(report.audit), encoding="utf-8")
+            written["json"] = FILE_NAMES["json"]
         (tmp / FILE_NAMES["config"]).write_text(config.to_toml(), encoding="utf-8")
         written["config"] = FILE_NAMES["config"]
         try:

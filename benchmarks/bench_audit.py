@@ -1,0 +1,140 @@
+"""Time each stage of `reporter audit` and its peak memory, for the demo and for 2,000 images.
+
+Runs (each in its own process, so peak RSS is per run):
+
+1. the default demo, exactly what `make report` runs (digits, gapnet trained or reused);
+2. a folder of 200 and one of 2,000 test images (digits images with seeded noise, written as
+   PNGs) audited with the same trained model: peak memory should not grow with the image count
+   beyond the per-image outputs (goal: 2,000 within 10 % of 200).
+
+Prints stage times, the share of the render stage (goal < 20 %) and the memory ratio.
+
+    python benchmarks/bench_audit.py [--skip-demo] [--out /tmp/bench-audit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_folder(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` digit images (32x32 PNG) in class folders 0..9, with seeded pixel noise."""
+    from reporter.data import load_dataset
+
+    if root.exists() and sum(1 for _ in root.rglob("*.png")) == n:
+        return root
+    bundle = load_dataset("digits")
+    images = bundle.test.images.numpy()[:, 0]
+    labels = bundle.test.labels
+    rng = np.random.default_rng(seed)
+    for c in range(10):
+        (root / str(c)).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        j = i % len(labels)
+        noisy = np.clip(images[j] + rng.normal(0, 0.05, images[j].shape), 0, 1)
+        Image.fromarray((noisy * 255).astype(np.uint8)).save(root / str(labels[j]) / f"{i:05d}.png")
+    return root
+
+
+def child(args: list[str]) -> None:
+    """In a fresh process: run the CLI, then print this process's own peak RSS (KiB)."""
+    from reporter.cli import cli
+
+    try:
+        cli.main(["audit", "--quiet", *args], prog_name="reporter")
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    print(f"PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+
+
+def run(args: list[str]) -> dict:
+    """Run `reporter audit` in a child process; return its audit.json timings and peak RSS."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr or proc.stdout)
+    peak_kb = int(proc.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    out = Path(args[args.index("--out") + 1])
+    audit = json.loads((out / "audit.json").read_text())
+    return {
+        "wall": wall,
+        "timings": audit["timings"],
+        "peak_mb": peak_kb / 1024,
+        "images": audit["dataset"]["audited_images"],
+    }
+
+
+def show(name: str, r: dict) -> None:
+    t = r["timings"]
+    total = r["wall"]
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in t.items())
+    render = t.get("render", 0.0)
+    print(
+        f"{name}: {r['images']} images, wall {total:.1f} s ({stages}); "
+        f"render {render / total:.0%} of wall; peak RSS {r['peak_mb']:.0f} MB"
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="/tmp/bench-audit")
+    parser.add_argument("--skip-demo", action="store_true")
+    args = parser.parse_args()
+    base = Path(args.out)
+    base.mkdir(parents=True, exist_ok=True)
+    if not args.skip_demo:
+        show("demo (make report)", run(["--out", str(base / "demo")]))
+    ckpt = base / "digits.pt"
+    if not ckpt.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reporter",
+                "train",
+                "--data",
+                "digits",
+                "--out",
+                str(ckpt),
+                "--quiet",
+            ],
+            check=True,
+        )
+    results = {}
+    for n in (200, 2000):
+        folder = make_folder(base / f"folder-{n}", n)
+        results[n] = run(
+            [
+                "--model",
+                str(ckpt),
+                "--data",
+                str(folder),
+                "--out",
+                str(base / f"out-{n}"),
+                "--format",
+                "json",
+            ]
+        )
+        show(f"folder of {n}", results[n])
+    ratio = results[2000]["peak_mb"] / results[200]["peak_mb"]
+    print(f"peak memory 2,000 / 200 images: {ratio:.3f} (goal <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Sphinx configuration for the reporter documentation.
+
+Built by ``make docs`` (``sphinx-build -W --keep-going -b html docs docs/_build/html``): warnings
+are errors. Before the build, ``scripts/render_doc_pages.py`` renders a few pages of each
+example report (``example_reports/*/report.pdf``) to ``docs/_static/pages`` with ``pdftoppm``;
+the ``report-pages`` directive (``docs/_ext/reportpages.py``) shows them on the report page.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(DOCS / "_ext"))
+
+import reporter  # noqa: E402
+
+project = "reporter"
+author = "the reporter authors"
+copyright = "2026, the reporter authors"
+release = reporter.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+    "sphinx_click",
+    "reportpages",
+]
+
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+templates_path: list[str] = []
+html_theme = "furo"
+html_title = f"reporter {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+pygments_style = "friendly"
+
+# Google-style docstrings; "Attributes:" as :ivar: fields, so a dataclass field documented in
+# the class docstring is not described twice.
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_ivar = True
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+
+# No network: no intersphinx, no remote images.
+suppress_warnings: list[str] = []
+
+
+def _substitutions() -> str:
+    """``|name|`` substitutions for numbers the prose quotes, read from the code itself."""
+    from reporter import trust as stage
+    from reporter.config import AuditConfig
+    from reporter.metrics import trust as metrics
+
+    defaults = AuditConfig()
+    values = {
+        "default_epochs": defaults.epochs,
+        "default_trust_samples": defaults.trust_samples,
+        "default_featvis_channels": defaults.featvis_channels,
+        "default_featvis_steps": defaults.featvis_steps,
+        "default_samples_per_class": defaults.samples_per_class,
+        "default_top_k": defaults.top_k,
+        "sanity_images": stage.SANITY_IMAGES,
+        "max_cascade": stage.MAX_CASCADE,
+        "faith_images": stage.FAITHFULNESS_IMAGES,
+        "curve_steps": stage.CURVE_STEPS,
+        "curve_points": stage.CURVE_STEPS + 1,
+        "curve_passes": 2 * (stage.CURVE_STEPS + 1),
+        "spearman_threshold": metrics.SPEARMAN_THRESHOLD,
+        "ssim_threshold": metrics.SSIM_THRESHOLD,
+        "outside_threshold": metrics.OUTSIDE_THRESHOLD,
+        "lift_threshold": metrics.LIFT_THRESHOLD,
+        "border_excess_threshold": metrics.BORDER_EXCESS_THRESHOLD,
+    }
+    return "\n".join(f".. |{k}| replace:: {v}" for k, v in values.items()) + "\n"
+
+
+rst_prolog = _substitutions()
+
+
+def _render_example_pages() -> None:
+    """Render the example reports' pages (skipped quietly where pdftoppm or a PDF is missing)."""
+    spec = importlib.util.spec_from_file_location(
+        "render_doc_pages", ROOT / "scripts" / "render_doc_pages.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--quiet"])
+
+
+_render_example_pages()
