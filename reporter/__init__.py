@@ -19,7 +19,17 @@ __all__ = ["__version__", "load_model", "run_audit"]
 def load_model(path_or_name: str, **kwargs: Any):
     """Load a model from a checkpoint path or build one by architecture name.
 
-    See :func:`reporter.models.load_model` for the arguments.
+    Args:
+        path_or_name: A reporter checkpoint, a state_dict file (with ``arch=``), a TorchScript
+            file, or an architecture name (with ``num_classes=``).
+        **kwargs: Passed to :func:`reporter.models.load_model` (``arch``, ``num_classes``,
+            ``class_names``, ``channels``, ``input_size``, ``trust_checkpoint``, ``device`` ...).
+
+    Returns:
+        A :class:`reporter.models.LoadedModel` with ``.model`` (in eval mode) and ``.meta``.
+
+    Raises:
+        reporter.errors.ReporterError: for a missing, unreadable or untrusted file.
     """
     from reporter.models import load_model as _load
 
@@ -27,7 +37,18 @@ def load_model(path_or_name: str, **kwargs: Any):
 
 
 def run_audit(config: Any):
-    """Run an audit; see :func:`reporter.pipeline.run_audit`."""
+    """Run an audit and write the report files.
+
+    Args:
+        config: A :class:`reporter.config.AuditConfig` (``AuditConfig()`` is the digits demo).
+
+    Returns:
+        A :class:`reporter.pipeline.AuditResult`: ``.audit`` (the audit.json context),
+        ``.paths`` (written files by format), ``.seconds`` and ``.summary``.
+
+    Raises:
+        reporter.errors.ReporterError: for bad input; nothing in ``config.out`` changes then.
+    """
     from reporter.pipeline import run_audit as _run
 
     return _run(config)

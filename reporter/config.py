@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reporter.errors import ReporterError
+from reporter.explain.methods import METHODS
 
 __all__ = ["FORMATS", "MODEL_CARD_FIELDS", "AuditConfig", "load_config", "parse_list"]
 
@@ -30,16 +31,6 @@ MODEL_CARD_FIELDS = (
     "ethical_considerations",
     "training_data",
     "evaluation_data",
-)
-_ALL_METHODS = (
-    "cam",
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "layercam",
-    "hirescam",
-    "eigencam",
-    "scorecam",
 )
 
 
@@ -132,10 +123,10 @@ class AuditConfig:
 
     def validate(self) -> None:
         """Check values; raise :class:`ReporterError` naming the option and what to do."""
-        unknown = [m for m in self.methods if m not in _ALL_METHODS]
+        unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ReporterError(
-                f"Unknown method {unknown[0]!r}. Valid methods: {', '.join(_ALL_METHODS)}."
+                f"Unknown method {unknown[0]!r}. Valid methods: {', '.join(METHODS)}."
             )
         if not self.methods:
             raise ReporterError("--methods is empty; name at least one method, e.g. gradcam.")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import reporter
-from reporter.data import DataBundle, Preprocess, load_dataset
+from reporter.data import DataBundle, Preprocess, load_dataset, registered_datasets
 from reporter.data.datasets import FileImageDataset, ImageDataset, TensorImageDataset
 from reporter.device import resolve_device
 from reporter.errors import ReporterError
@@ -150,9 +150,7 @@ def prepare(
     dev = resolve_device(device)
     is_file = model is not None and (Path(model).exists() or os.sep in model or "." in model)
     trains = model is None or not is_file
-    test_only = (
-        not trains and split == "all" and data not in ("digits", "shapes", "shapes-spurious")
-    )
+    test_only = not trains and split == "all" and data not in registered_datasets()
     bundle = load_dataset(
         data,
         seed=seed,

@@ -24,7 +24,14 @@ from reporter.report.findings import METHOD_TITLES
 from reporter.report.sections import source_of as _source
 from reporter.setup import Prepared
 
-__all__ = ["CURVE_STEPS", "FAITHFULNESS_IMAGES", "SANITY_IMAGES", "trust_section"]
+__all__ = [
+    "CURVE_STEPS",
+    "FAITHFULNESS_IMAGES",
+    "SANITY_IMAGES",
+    "SHORTCUT_MARGIN",
+    "shortcut_accuracy",
+    "trust_section",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,8 @@ FAITHFULNESS_IMAGES = 32
 SANITY_IMAGES = 24
 """Images for the randomization test (one CAM pass per randomized layer)."""
 CURVE_STEPS = 12
+SHORTCUT_MARGIN = 0.05
+"""Around each object mask, this fraction of the image side counts as the object's outline."""
 MAX_CASCADE = 8
 
 
@@ -218,13 +227,20 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
     else:
         data["localization"] = None
 
-    # shortcut, on the first method's maps (with masks: on the images that have one)
+    # shortcut, on the first method's maps (with masks: on the images that have one). A class
+    # activation map cannot be sharper than its layer and an object's outline is part of the
+    # object, so a margin of SHORTCUT_MARGIN of the image side around the mask counts as object.
     primary = methods[0]
     keep = have if masks is not None else torch.ones(n, dtype=torch.bool)
     kept = torch.nonzero(keep).flatten()
+    margin = max(1, round(SHORTCUT_MARGIN * min(images.shape[-2:])))
     scores = T.shortcut_scores(
-        maps[primary][keep], labels[keep], names, masks[keep] if masks is not None else None
+        maps[primary][keep],
+        labels[keep],
+        names,
+        T.dilate(masks[keep], margin) if masks is not None else None,
     )
+    data["shortcut_margin_px"] = margin if masks is not None else None
     evidence_figs: dict[str, list[str]] = {}
     units = prep.preprocess.denormalize(images)
     for cname, s in scores.items():
@@ -257,7 +273,7 @@ def _shortcut_sentence(cname: str, s: dict[str, Any], method: str) -> str:
     if s.get("basis") == "mask":
         return (
             f"Suspected shortcut for class “{cname}”: {s['outside_fraction']:.0%} of the "
-            f"{title} saliency lies outside the object (the object covers "
+            f"{title} saliency lies away from the object (the object and its outline cover "
             f"{s['object_area']:.0%} of the image), so the model relies on the background or "
             "context rather than the object itself."
         )

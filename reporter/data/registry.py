@@ -126,7 +126,9 @@ def _shapes(seed: int, spurious: float, shortcut: str, size: int) -> DataBundle:
         )
 
     return DataBundle(
-        "shapes" if spurious == 0 else f"shapes-spurious({spurious:g}, test {shortcut})",
+        "shapes"
+        if spurious == 0
+        else f"shapes with a background shortcut ({spurious:.0%}; {shortcut} in the test split)",
         names,
         as_dataset(train, "shapes-train"),
         as_dataset(test, "shapes"),

@@ -20,7 +20,9 @@ class ImageReadError(Exception):
 def read_image(path: str) -> Image.Image:
     """Open an image file fully, upright (EXIF orientation applied), or raise ImageReadError.
 
-    Pillow's decompression-bomb guard answers with an ImageReadError that says so.
+    Pillow's decompression-bomb guard answers with an ImageReadError that says so. Corrupt EXIF
+    data is ignored (the pixels are still good; only the orientation is then unknown). Any other
+    failure of a decoder is an ImageReadError too, so one odd file never stops a run.
     """
     # Some libraries (WeasyPrint among them) set ImageFile.LOAD_TRUNCATED_IMAGES = True on
     # import, which would silently fill a truncated file with grey; we want it reported.
@@ -29,6 +31,7 @@ def read_image(path: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             with Image.open(path) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
@@ -45,6 +48,13 @@ def read_image(path: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc) or type(exc).__name__
         raise ImageReadError(f"corrupt or truncated image ({text})") from None
+    except MemoryError:
+        raise ImageReadError("not enough memory to decode this image; resize it") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the run
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise ImageReadError(
+            f"could not decode the image ({type(exc).__name__}{': ' + text if text else ''})"
+        ) from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
@@ -127,13 +137,17 @@ class Preprocess:
         height, width = self.input_size
         h, w = x.shape[-2:]
         if (h, w) != (height, width):
+            # Crop the source to the target's aspect ratio first, then resize: the same picture
+            # as "resize to cover, then centre crop", but the intermediate never exceeds the
+            # source. (Resizing first made a 1 x 30000 strip into 224 x 6.7M floats: 18 GB.)
             scale = max(height / h, width / w)
-            new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+            crop_h = min(h, max(1, round(height / scale)))
+            crop_w = min(w, max(1, round(width / scale)))
+            top, left = (h - crop_h) // 2, (w - crop_w) // 2
+            x = x[:, top : top + crop_h, left : left + crop_w]
             x = F.interpolate(
-                x[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+                x[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
             )[0]
-            top, left = (new_h - height) // 2, (new_w - width) // 2
-            x = x[:, top : top + height, left : left + width]
         return x.clamp(0, 1)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,14 @@ def _environment(device: str) -> dict[str, Any]:
     }
 
 
+def _model_source(prep: Prepared) -> str:
+    if prep.trained is not None:
+        return "trained by this run"
+    if prep.cached_checkpoint and prep.loaded.source == prep.cached_checkpoint:
+        return "trained by reporter earlier with the same settings (cached)"
+    return prep.loaded.source
+
+
 def _model_section(prep: Prepared) -> dict[str, Any]:
     loaded = prep.loaded
     meta = loaded.meta
@@ -106,9 +114,7 @@ def _model_section(prep: Prepared) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     section = {
         "arch": meta.arch,
-        "source": "trained by this run"
-        if prep.trained
-        else ((prep.cached_checkpoint and "cached demo checkpoint") or loaded.source),
+        "source": _model_source(prep),
         "format": loaded.kind,
         "parameters": int(params),
         "sha256": weights_sha256(model),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from collections.abc import Sequence
 
 import matplotlib
@@ -43,7 +44,11 @@ def data_uri(png: bytes) -> str:
 def figure_uri(fig: Figure, dpi: int = 150) -> str:
     """Render a matplotlib figure to a PNG data URI."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    with warnings.catch_warnings():
+        # class names in scripts DejaVu Sans lacks (CJK ...) are drawn as boxes in the chart;
+        # the tables of the report show them correctly, so the chart need not warn
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     return data_uri(buf.getvalue())
 
 
@@ -126,8 +131,15 @@ def confusion_figure(cm: Sequence[Sequence[int]], names: Sequence[str]) -> str:
     ax = fig.add_subplot()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     labels = [s if len(s) <= 14 else s[:13] + "…" for s in names]
-    ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
-    ax.set_yticks(range(n), labels)
+    # class names are data: never parse them as mathtext ("$_$" would raise)
+    ax.set_xticks(
+        range(n),
+        labels,
+        rotation=45 if n > 4 else 0,
+        ha="right" if n > 4 else "center",
+        parse_math=False,
+    )
+    ax.set_yticks(range(n), labels, parse_math=False)
     ax.set_xlabel("predicted class", fontsize=8)
     ax.set_ylabel("true class", fontsize=8)
     if n <= 20:
@@ -179,10 +191,17 @@ def confidence_histogram(conf_correct: np.ndarray, conf_wrong: np.ndarray) -> st
     ax = fig.add_subplot()
     edges = np.linspace(0, 1, 21)
     ax.hist(
-        conf_correct, bins=edges, color=ACCENT, alpha=0.8, label=f"correct ({len(conf_correct)})"
+        conf_correct, bins=edges, color=ACCENT, alpha=0.75, label=f"correct ({len(conf_correct)})"
     )
     if len(conf_wrong):
-        ax.hist(conf_wrong, bins=edges, color=WARN, alpha=0.85, label=f"wrong ({len(conf_wrong)})")
+        ax.hist(
+            conf_wrong,
+            bins=edges,
+            histtype="step",
+            linewidth=1.8,
+            color=WARN,
+            label=f"wrong ({len(conf_wrong)})",
+        )
     ax.set_yscale("log" if len(conf_correct) > 50 else "linear")
     ax.set_xlabel("confidence of the prediction", fontsize=8)
     ax.set_ylabel("images", fontsize=8)

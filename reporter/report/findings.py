@@ -33,6 +33,30 @@ def _names(items: list[str]) -> str:
     return ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
+def _range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return _pct(lo) if round(lo, 2) == round(hi, 2) else f"{lo:.0%}–{hi:.0%}"
+
+
+def _shortcut_group(flagged: list[tuple[str, dict[str, Any]]], total: int) -> str:
+    """One sentence for several classes flagged as suspected shortcuts."""
+    names = _names([n for n, _ in flagged])
+    title = METHOD_TITLES.get(flagged[0][1].get("method", ""), "the")
+    head = f"Suspected shortcut for {len(flagged)} of {total} classes ({names}): "
+    if all(v.get("basis") == "mask" for _, v in flagged):
+        return head + (
+            f"{_range([v['outside_fraction'] for _, v in flagged])} of their {title} saliency "
+            f"lies away from the objects, which with their outline cover "
+            f"{_range([v['object_area'] for _, v in flagged])} of the image; the model relies on "
+            "the background or context rather than the objects."
+        )
+    return head + (
+        f"{_range([v['border_fraction'] for _, v in flagged])} of their {title} saliency lies on "
+        "the image border, far more than its share of the area; look for frames, watermarks or "
+        "background cues."
+    )
+
+
 def key_findings(audit: dict[str, Any]) -> list[str]:
     """Return the cover page's findings, most important first."""
     out: list[str] = []
@@ -42,15 +66,16 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
     trust = audit.get("trust") or {}
 
     # trust problems come first: they change how everything else must be read
-    for key, verdict in (trust.get("shortcut") or {}).items():
-        if isinstance(verdict, dict) and verdict.get("flagged"):
-            out.append(
-                verdict.get("sentence")
-                or (
-                    f"Suspected shortcut for class “{key}”: most of its saliency lies off "
-                    "the object."
-                )
-            )
+    flagged = [
+        (name, v)
+        for name, v in (trust.get("shortcut") or {}).items()
+        if isinstance(v, dict) and v.get("flagged")
+    ]
+    if len(flagged) == 1:
+        name, v = flagged[0]
+        out.append(v.get("sentence") or f"Suspected shortcut for class “{name}”.")
+    elif flagged:
+        out.append(_shortcut_group(flagged, len(trust["shortcut"])))
     for method, verdict in (trust.get("sanity") or {}).items():
         if isinstance(verdict, dict) and verdict.get("passed") is False:
             layer = verdict.get("layer", "")

@@ -43,7 +43,10 @@ class ConfinedLoader(jinja2.FileSystemLoader):
         real = os.path.realpath(filename)
         roots = [os.path.realpath(p) for p in self.searchpath]
         if not any(real == r or real.startswith(r + os.sep) for r in roots):
-            raise jinja2.TemplateNotFound(template)
+            raise ReporterError(
+                f"Template {template!r} in {self.searchpath[0]} points outside its folder "
+                f"({real}); templates may only use files inside --template-dir."
+            )
         return source, filename, uptodate
 
 

@@ -89,6 +89,14 @@ def write_outputs(report: Report, config: AuditConfig, out: Path) -> dict[str, P
         written["config"] = FILE_NAMES["config"]
         try:
             out.mkdir(parents=True, exist_ok=True)
+            # check every destination first, so that a move cannot fail half-way through
+            for name in written.values():
+                target = out / name
+                if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
+                    raise ReporterError(
+                        f"Cannot replace {target}: it is a folder or not writable. Move it "
+                        "away or choose another --out; the previous report was left as it was."
+                    )
             for name in written.values():
                 os.replace(tmp / name, out / name)
         except OSError as exc:
