@@ -3,9 +3,9 @@
 Runs (each in its own process, so peak RSS is per run):
 
 1. the default demo, exactly what `make report` runs (digits, gapnet trained or reused);
-2. a folder of 200 and one of 2,000 test images (digits images with seeded noise, written as
+2. folders of 200, 2,000 and 5,000 test images (digits images with seeded noise, written as
    PNGs) audited with the same trained model: peak memory should not grow with the image count
-   beyond the per-image outputs (goal: 2,000 within 10 % of 200).
+   beyond the per-image outputs (goal: 2,000 and 5,000 within 10 % of 200).
 
 Prints stage times, the share of the render stage (goal < 20 %) and the memory ratio.
 
@@ -95,6 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/bench-audit")
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument(
+        "--sizes", default="200,2000,5000", help="folder sizes; memory is compared with the first"
+    )
     args = parser.parse_args()
     base = Path(args.out)
     base.mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,8 @@ def main() -> None:
             check=True,
         )
     results = {}
-    for n in (200, 2000):
+    sizes = [int(v) for v in args.sizes.split(",")]
+    for n in sizes:
         folder = make_folder(base / f"folder-{n}", n)
         results[n] = run(
             [
@@ -132,8 +136,9 @@ def main() -> None:
             ]
         )
         show(f"folder of {n}", results[n])
-    ratio = results[2000]["peak_mb"] / results[200]["peak_mb"]
-    print(f"peak memory 2,000 / 200 images: {ratio:.3f} (goal <= 1.10)")
+    for n in sizes[1:]:
+        ratio = results[n]["peak_mb"] / results[sizes[0]]["peak_mb"]
+        print(f"peak memory {n:,} / {sizes[0]:,} images: {ratio:.3f} (goal <= 1.10)")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,6 @@ def stream_pass(
     featvis_requests = [n for n in config.featvis_layers if n != "auto"]
     want_featvis = config.featvis_channels > 0 and bool(config.featvis_layers)
     record = featvis_requests if want_featvis else []
-    stats: StreamStats | None = None
     sample_shape = (meta.channels, *meta.input_size)
     with CamEngine(
         model,
@@ -193,46 +192,38 @@ def stream_pass(
         input_shape=sample_shape,
     ) as engine:
         layers = list(engine.layers)
-        fv_layers = []
+        fv_layers: list[str] = []
         if want_featvis:
             for name in config.featvis_layers:
                 resolved = layers[0] if name == "auto" else engine.layer_map.get(name, name)
                 if resolved not in fv_layers:
                     fv_layers.append(resolved)
-        stats = StreamStats(
-            predictions=None,  # type: ignore[arg-type]  # filled below
-            layers=layers,
-            featvis_layers=fv_layers,
-            border={m: {layer: [] for layer in layers} for m in methods},
-            flagged={m: dict.fromkeys(layers, 0) for m in methods},
-            class_sum={m: {layer: torch.zeros(k, *size) for layer in layers} for m in methods},
-            class_count=torch.zeros(k),
-        )
-        for name in fv_layers:
-            stats.topk[name] = TopKActivations(name, k=config.top_k)
-        relevance_ready: dict[str, bool] = {}
+        border: dict[str, dict[str, list[np.ndarray]]] = {
+            m: {layer: [] for layer in layers} for m in methods
+        }
+        flagged = {m: dict.fromkeys(layers, 0) for m in methods}
+        class_sum = {m: {layer: torch.zeros(k, *size) for layer in layers} for m in methods}
+        class_count = torch.zeros(k)
+        topk = {name: TopKActivations(name, k=config.top_k) for name in fv_layers}
+        relevance: dict[str, ClassChannelRelevance] = {}
         for batch in progress_bar(loader, desc="explain", enabled=progress, unit="batch"):
             record_skipped(test, batch.skipped, skipped)
             if len(batch) == 0:
                 continue
             result = engine(batch.images.to(device))
             logits = result.logits.float()
-            p = torch.softmax(logits, 1)
-            pred = logits.argmax(1)
             y = batch.labels
-            probs.append(p.numpy())
+            probs.append(torch.softmax(logits, 1).numpy())
             labels.append(y.numpy())
             idx.append(batch.indices.numpy())
-            correct = (pred == y) & torch.isfinite(logits).all(1)
+            correct = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
             for m in methods:
                 for layer in layers:
-                    up = result.upsampled(m, layer, size)
-                    up = torch.nan_to_num(up, nan=0.0)
-                    stats.border[m][layer].append(_border_fraction(up).numpy())
-                    stats.flagged[m][layer] += int(result.flags[m][layer].sum())
-                    if correct.any():
-                        stats.class_sum[m][layer].index_add_(0, y[correct], up[correct])
-            stats.class_count.index_add_(0, y[correct], torch.ones(int(correct.sum())))
+                    up = result.upsampled(m, layer, size)  # normalised; NaN maps become 0
+                    border[m][layer].append(_border_fraction(up).numpy())
+                    flagged[m][layer] += int(result.flags[m][layer].sum())
+                    class_sum[m][layer].index_add_(0, y[correct], up[correct])
+            class_count.index_add_(0, y[correct], torch.ones(int(correct.sum())))
             unit = prep.preprocess.denormalize(batch.images)
             unit = F.interpolate(
                 unit, size=size, mode="bilinear", align_corners=False, antialias=True
@@ -241,26 +232,33 @@ def stream_pass(
             image_count.index_add_(0, y, torch.ones(len(y)))
             acts, grads = result.activations, result.gradients
             for name in fv_layers:
-                if name not in acts:
+                a = acts.get(name)
+                if a is None or a.dim() != 4:
                     continue
-                a = acts[name]
-                if a.dim() != 4:
-                    continue
-                stats.topk[name].update(a, batch.indices)
+                topk[name].update(a, batch.indices)
+                # gradients are of the predicted class: on correct images, of the true class
                 if name in grads and correct.any():
-                    if name not in stats.relevance:
-                        stats.relevance[name] = ClassChannelRelevance(k, a.shape[1])
-                    stats.relevance[name].update(a[correct], grads[name][correct], y[correct])
-                    relevance_ready[name] = True
+                    if name not in relevance:
+                        relevance[name] = ClassChannelRelevance(k, a.shape[1])
+                    relevance[name].update(a[correct], grads[name][correct], y[correct])
     preds = _predictions(probs, labels, idx, skipped, k)
-    stats.predictions = preds
-    stats.border = {
-        m: {layer: np.concatenate(v) if v else np.zeros(0) for layer, v in d.items()}
-        for m, d in stats.border.items()
-    }
-    stats.image_sum, stats.image_count = image_sum, image_count
-    stats.seconds_per_image = _per_image(start, preds)
-    return stats
+    return StreamStats(
+        predictions=preds,
+        layers=layers,
+        featvis_layers=fv_layers,
+        border={
+            m: {layer: np.concatenate(v) if v else np.zeros(0) for layer, v in d.items()}
+            for m, d in border.items()
+        },
+        flagged=flagged,
+        class_sum=class_sum,
+        class_count=class_count,
+        image_sum=image_sum,
+        image_count=image_count,
+        topk=topk,
+        relevance=relevance,
+        seconds_per_image=_per_image(start, preds),
+    )
 
 
 def _per_image(start: float, preds: Predictions) -> float:
@@ -307,7 +305,7 @@ def explain_images(
         ``(unit_images [N, C, H, W] in [0, 1], maps[method][layer] [N, H, W],
         flags[method][layer] [N])``.
     """
-    from reporter.explain import CamEngine
+    from reporter.explain import explain_batches
 
     test = prep.bundle.test
     model = prep.loaded.model
@@ -318,24 +316,14 @@ def explain_images(
             raise ReporterError(f"{test.describe(i)} became unreadable during the run: {err}")
         xs.append(x)
     images = torch.stack(xs)
-    maps: dict[str, dict[str, torch.Tensor]] = {m: {} for m in config.methods}
-    flags: dict[str, dict[str, torch.Tensor]] = {m: {} for m in config.methods}
-    device = model_device(model)
-    with CamEngine(
+    maps, flags = explain_batches(
         model,
+        images,
         layers=layers,
         methods=list(config.methods),
-        device=device,
-        input_shape=tuple(images.shape[1:]),
-    ) as engine:
-        for start in range(0, len(images), config.batch_size):
-            res = engine(images[start : start + config.batch_size].to(device))
-            for m in config.methods:
-                for layer in res.layers:
-                    maps[m].setdefault(layer, []).append(res.upsampled(m, layer))
-                    flags[m].setdefault(layer, []).append(res.flags[m][layer])
-    maps = {m: {k: torch.cat(v) for k, v in d.items()} for m, d in maps.items()}
-    flags = {m: {k: torch.cat(v) for k, v in d.items()} for m, d in flags.items()}
+        batch_size=config.batch_size,
+        device=model_device(model),
+    )
     return prep.preprocess.denormalize(images), maps, flags
 
 

@@ -53,21 +53,20 @@ def _maps(
     methods: list[str],
     batch: int,
 ) -> dict[str, torch.Tensor]:
-    """Normalised maps at input size for every method, explaining fixed ``targets``."""
+    """Normalised maps at input size for every method on one layer, explaining ``targets``."""
     from reporter.device import model_device
-    from reporter.explain import CamEngine
+    from reporter.explain import explain_batches
 
-    device = model_device(model)
-    out: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
-    with CamEngine(
-        model, layers=[layer], methods=methods, device=device, input_shape=tuple(images.shape[1:])
-    ) as engine:
-        for start in range(0, len(images), batch):
-            sl = slice(start, start + batch)
-            res = engine(images[sl].to(device), targets[sl].to(device))
-            for m in methods:
-                out[m].append(torch.nan_to_num(res.upsampled(m, res.layers[0]), nan=0.0))
-    return {m: torch.cat(v) for m, v in out.items()}
+    maps, _ = explain_batches(
+        model,
+        images,
+        layers=[layer],
+        methods=methods,
+        targets=targets,
+        batch_size=batch,
+        device=model_device(model),
+    )
+    return {m: next(iter(by_layer.values())) for m, by_layer in maps.items()}
 
 
 def _sanity(model, images, targets, layer, methods, reference, seed, batch) -> dict[str, Any]:

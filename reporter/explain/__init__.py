@@ -14,6 +14,7 @@ from __future__ import annotations
 from reporter.explain.engine import (
     CamEngine,
     CamResult,
+    explain_batches,
     normalize_maps,
     tokens_to_grid,
     upsample_maps,
@@ -26,6 +27,7 @@ __all__ = [
     "METHODS",
     "CamEngine",
     "CamResult",
+    "explain_batches",
     "normalize_maps",
     "resolve_targets",
     "tokens_to_grid",

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reporter.metrics.trust._common import as_maps, resize_maps
@@ -238,16 +237,27 @@ class _SsimReference:
         size = min(window, a.shape[-1], a.shape[-2])
         self.size = size if size % 2 == 1 else size - 1
         self.g = _gaussian_window(self.size, sigma, a.device)
+        self._bands: tuple[torch.Tensor, torch.Tensor] | None = None
         self.a = a.float()
         self.mu_a, e_aa = self._filter(torch.stack([self.a, self.a * self.a], 1)).unbind(1)
         self.var_a = e_aa - self.mu_a**2
         self.c1 = (0.01 * data_range) ** 2
         self.c2 = (0.03 * data_range) ** 2
 
+    def _band(self, n: int) -> torch.Tensor:
+        """``[n - k + 1, n]`` matrix whose rows hold the window at every valid offset."""
+        k = self.size
+        rows = torch.arange(n - k + 1, device=self.g.device)[:, None]
+        cols = rows + torch.arange(k, device=self.g.device)
+        band = torch.zeros(n - k + 1, n, device=self.g.device)
+        return band.scatter_(1, cols, self.g.expand(n - k + 1, k))
+
     def _filter(self, x: torch.Tensor) -> torch.Tensor:
-        c, k = x.shape[1], self.size
-        x = F.conv2d(x, self.g.view(1, 1, 1, -1).expand(c, 1, 1, k), groups=c)
-        return F.conv2d(x, self.g.view(1, 1, -1, 1).expand(c, 1, k, 1), groups=c)
+        # separable valid Gaussian filtering as two banded matrix products: the same numbers
+        # as two depthwise convolutions, about twice as fast on a CPU
+        if self._bands is None or self._bands[0].shape[1] != x.shape[-2]:
+            self._bands = (self._band(x.shape[-2]), self._band(x.shape[-1]).T.contiguous())
+        return self._bands[0] @ x @ self._bands[1]
 
     def compare(self, b: torch.Tensor) -> torch.Tensor:
         b = b.float()
