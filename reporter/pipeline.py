@@ -11,6 +11,7 @@ written atomically.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -389,13 +390,17 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
 
 
 def _check_output_folder(out: Path) -> None:
+    """Refuse an output folder that cannot be written before any work is done."""
     if out.exists() and not out.is_dir():
         raise ReporterError(f"--out {out} is a file; give a folder for the report.")
-    parent = out if out.exists() else out.parent
+    parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    import os
-
+    if not parent.is_dir():
+        raise ReporterError(
+            f"Cannot write the report to {out}: {parent} is a file, not a folder. "
+            "Choose another --out."
+        )
     if not os.access(parent, os.W_OK):
         raise ReporterError(f"Cannot write to {parent}: permission denied. Choose another --out.")
 
