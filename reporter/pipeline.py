@@ -29,7 +29,8 @@ from reporter.config import AuditConfig
 from reporter.data.datasets import make_loader
 from reporter.device import model_device
 from reporter.errors import ReporterError
-from reporter.predict import Predictions, record_skipped
+from reporter.metrics.trust.shortcut import border_fraction
+from reporter.predict import Predictions, collect_predictions, predict, record_skipped
 from reporter.progress import progress_bar
 from reporter.setup import Prepared, prepare
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 GRADIENT_FREE = ("eigencam", "scorecam", "cam")
 STATS_SIDE = 64
+BORDER_BAND = 0.15
+"""Border band width (fraction of each side) of the per-image saliency statistics."""
 
 
 @dataclass
@@ -118,12 +121,6 @@ def _stats_size(input_size: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def _border_fraction(maps: torch.Tensor, band: float = 0.15) -> torch.Tensor:
-    from reporter.metrics.trust.shortcut import border_fraction
-
-    return border_fraction(maps, border=band)
-
-
 def audit_indices(prep: Prepared, config: AuditConfig) -> np.ndarray:
     """The test images to audit: all, or a seeded stratified subset of ``max_images``."""
     n = len(prep.bundle.test)
@@ -167,16 +164,14 @@ def stream_pass(
     image_sum = torch.zeros(k, meta.channels, *size)
     image_count = torch.zeros(k)
     if not prep.loaded.hookable:
-        with torch.inference_mode():
-            for batch in progress_bar(loader, desc="predict", enabled=progress, unit="batch"):
-                record_skipped(test, batch.skipped, skipped)
-                if len(batch) == 0:
-                    continue
-                logits = model(batch.images.to(device)).float().cpu()
-                probs.append(torch.softmax(logits, 1).numpy())
-                labels.append(batch.labels.numpy())
-                idx.append(batch.indices.numpy())
-        preds = _predictions(probs, labels, idx, skipped, k)
+        preds = predict(
+            model,
+            test,
+            batch_size=config.batch_size,
+            device=device,
+            progress=progress,
+            indices=indices.tolist(),
+        )
         return StreamStats(preds, [], [], seconds_per_image=_per_image(start, preds))
 
     methods = list(config.methods)
@@ -221,7 +216,7 @@ def stream_pass(
             for m in methods:
                 for layer in layers:
                     up = result.upsampled(m, layer, size)  # normalised; NaN maps become 0
-                    border[m][layer].append(_border_fraction(up).numpy())
+                    border[m][layer].append(border_fraction(up, border=BORDER_BAND).numpy())
                     flagged[m][layer] += int(result.flags[m][layer].sum())
                     class_sum[m][layer].index_add_(0, y[correct], up[correct])
             class_count.index_add_(0, y[correct], torch.ones(int(correct.sum())))
@@ -242,7 +237,7 @@ def stream_pass(
                     if name not in relevance:
                         relevance[name] = ClassChannelRelevance(k, a.shape[1])
                     relevance[name].update(a[correct], grads[name][correct], y[correct])
-    preds = _predictions(probs, labels, idx, skipped, k)
+    preds = collect_predictions(probs, labels, idx, skipped, k)
     return StreamStats(
         predictions=preds,
         layers=layers,
@@ -264,15 +259,6 @@ def stream_pass(
 
 def _per_image(start: float, preds: Predictions) -> float:
     return (time.perf_counter() - start) / max(1, len(preds.labels))
-
-
-def _predictions(probs, labels, idx, skipped, k) -> Predictions:
-    return Predictions(
-        probs=np.concatenate(probs) if probs else np.zeros((0, k), np.float32),
-        labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        indices=np.concatenate(idx) if idx else np.zeros(0, np.int64),
-        skipped=skipped,
-    )
 
 
 def select_gallery(preds: Predictions, n: int) -> dict[int, dict[str, list[int]]]:

@@ -12,7 +12,7 @@ from reporter.data.datasets import ImageDataset, make_loader
 from reporter.hooks import eval_mode
 from reporter.progress import progress_bar
 
-__all__ = ["Predictions", "predict", "record_skipped"]
+__all__ = ["Predictions", "collect_predictions", "predict", "record_skipped"]
 
 
 @dataclass
@@ -60,15 +60,17 @@ def predict(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     progress: bool = True,
+    indices: list[int] | None = None,
 ) -> Predictions:
-    """Run the model over ``dataset`` in batches, keeping only per-image outputs.
+    """Run the model over ``dataset`` (or its items ``indices``) in batches, keeping only
+    per-image outputs.
 
     Unreadable images are skipped and recorded; the model's mode is restored afterwards.
     """
     device = torch.device(device)
-    probs, labels, indices = [], [], []
+    probs, labels, indices_out = [], [], []
     skipped: list[dict[str, str]] = []
-    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, indices=indices)
     with eval_mode(model), torch.inference_mode():
         for batch in progress_bar(loader, desc="predict", enabled=progress, unit="batch"):
             record_skipped(dataset, batch.skipped, skipped)
@@ -77,10 +79,20 @@ def predict(
             logits = model(batch.images.to(device))
             probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
             labels.append(batch.labels.numpy())
-            indices.append(batch.indices.numpy())
-    k = len(dataset.class_names)
+            indices_out.append(batch.indices.numpy())
+    return collect_predictions(probs, labels, indices_out, skipped, len(dataset.class_names))
+
+
+def collect_predictions(
+    probs: list[np.ndarray],
+    labels: list[np.ndarray],
+    indices: list[np.ndarray],
+    skipped: list[dict[str, str]],
+    num_classes: int,
+) -> Predictions:
+    """Concatenate per-batch outputs into :class:`Predictions` (empty arrays for no batches)."""
     return Predictions(
-        probs=np.concatenate(probs) if probs else np.zeros((0, k), np.float32),
+        probs=np.concatenate(probs) if probs else np.zeros((0, num_classes), np.float32),
         labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
         indices=np.concatenate(indices) if indices else np.zeros(0, np.int64),
         skipped=skipped,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import reporter
 from reporter.config import AuditConfig
 from reporter.metrics import classification_metrics
 from reporter.models import weights_sha256
+from reporter.pipeline import BORDER_BAND
 from reporter.report import figures as fg
 from reporter.report.findings import METHOD_TITLES, key_findings
 from reporter.report.sections import class_average_section, featvis_section, gallery_section
@@ -24,7 +26,6 @@ from reporter.setup import Prepared
 __all__ = ["METHOD_INFO", "SCHEMA_VERSION", "Report", "build_report"]
 
 SCHEMA_VERSION = 1
-BORDER_BAND = 0.15
 
 METHOD_INFO: dict[str, dict[str, str]] = {
     "cam": {
@@ -221,7 +222,7 @@ def build_report(prep: Prepared, config: AuditConfig, stats, timer, *, argv: lis
         "timings": {k: round(v, 3) for k, v in timer.seconds.items()},
         "environment": _environment(str(model_device(prep.loaded.model))),
         "config": config.to_dict(),
-        "command": " ".join(_quote(a) for a in argv) if argv else None,
+        "command": shlex.join(argv) if argv else None,
         "model_card": dict(config.model_card),
     }
     audit["findings"] = key_findings(audit)
@@ -250,9 +251,3 @@ def _border_summary(config: AuditConfig, stats, names: list[str]) -> dict[str, A
         "class": worst,
         "class_value": per_class.get(worst) if worst else None,
     }
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)

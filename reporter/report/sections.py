@@ -236,11 +236,8 @@ def featvis_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, d
             for name, fmap in maps.items():
                 if fmap.dim() != 3:
                     continue
-                fmap = fmap[:8]
-                flat = fmap.flatten(1)
-                lo, hi = flat.min(1).values, flat.max(1).values
-                norm = (fmap - lo[:, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None]
-                grid = image_grid(colorize(norm, config.colormap), nrow=8)
+                # colorize scales each map to [0, 1] on its own
+                grid = image_grid(colorize(fmap[:8], config.colormap), nrow=8)
                 panel[name] = tile_uri(to_uint8_image(grid), min_side=48)
             data["activation_maps"] = {
                 "index": index,
