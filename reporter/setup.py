@@ -21,6 +21,7 @@ from reporter.data import DataBundle, Preprocess, load_dataset, registered_datas
 from reporter.data.datasets import FileImageDataset, ImageDataset, TensorImageDataset
 from reporter.device import resolve_device
 from reporter.errors import ReporterError
+from reporter.layout import use_channels_last
 from reporter.models import LoadedModel, load_model, save_checkpoint
 from reporter.train import TrainConfig, TrainResult, train
 
@@ -208,6 +209,8 @@ def prepare(
         )
         notes += align_classes(loaded, bundle)
     meta = loaded.meta
+    if trained is None:  # train() already chose the layout of the model it built
+        use_channels_last(loaded.model, (1, meta.channels, *meta.input_size))
     pre = Preprocess(meta.input_size, meta.channels, meta.mean, meta.std)
     bundle.set_transform(pre)
     if trained is not None:

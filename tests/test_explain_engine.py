@@ -182,7 +182,10 @@ def test_no_hook_leak_and_model_restored(method: str, fail_at: int | None) -> No
     before = snapshot(model)
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     layers = ["inner.features.relu4"] + ([] if method == "cam" else ["inner.features.relu2"])
-    engine = CamEngine(model, layers=layers, methods=[method], scorecam_batch=16)
+    # channels_last=False: the layout probe would add forward calls before the counted ones.
+    engine = CamEngine(
+        model, layers=layers, methods=[method], scorecam_batch=16, channels_last=False
+    )
     if fail_at is None:
         with engine:
             result = engine(x)

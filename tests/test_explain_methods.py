@@ -73,6 +73,35 @@ def test_eigencam_is_first_principal_component_with_fixed_sign() -> None:
         assert torch.equal(M.eigencam(acts), proj.clamp_min(0))
 
 
+@pytest.mark.parametrize("gap", [0.3, 0.9, 0.99])
+def test_early_exit_stops_only_when_converged(gap: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tol`` skips squarings on a clear spectral gap and keeps them on a tiny one."""
+    gen = torch.Generator().manual_seed(3)
+    n = 24
+    q, _ = torch.linalg.qr(torch.randn(3, n, n, generator=gen, dtype=torch.float64))
+    eig = torch.tensor([1.0, gap, *torch.linspace(0.3 * gap, 0.01, n - 2).tolist()])
+    gram = (q * eig.to(q.dtype)) @ q.transpose(1, 2)
+    calls = {"bmm": 0}
+    real_bmm = torch.bmm
+
+    def counting_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        calls["bmm"] += 1
+        return real_bmm(a, b)
+
+    monkeypatch.setattr(M.torch, "bmm", counting_bmm)
+    fixed = M._top_eigenvector(gram.float())
+    n_fixed, calls["bmm"] = calls["bmm"], 0
+    early = M._top_eigenvector(gram.float(), tol=M.EIGEN_TOL)
+    n_early = calls["bmm"]
+    truth = q[:, :, 0].float()
+    for v in (fixed, early):
+        assert (v * truth).sum(1).abs().min() > 1 - 1e-5
+    if gap <= 0.3:
+        assert n_early < n_fixed  # stopped after a few squarings
+    if gap >= 0.99:
+        assert n_early == n_fixed  # 0.99 ** 512 is still far from rank one
+
+
 def test_eigencam_of_zero_and_constant_activations_is_zero() -> None:
     assert torch.equal(M.eigencam(torch.zeros(2, 4, 3, 3)), torch.zeros(2, 3, 3))
     assert torch.equal(M.eigencam(torch.ones(1, 4, 3, 3)), torch.zeros(1, 3, 3))

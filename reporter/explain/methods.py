@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "EIGEN_TOL",
     "GRADIENT_METHODS",
     "GRADPP_EPS",
     "METHODS",
@@ -138,7 +139,13 @@ def scorecam(acts: Tensor, scores: Tensor) -> Tensor:
     return weighted_sum(acts, torch.softmax(scores.to(acts.dtype), dim=1)).clamp_min_(0)
 
 
-def _top_eigenvector(gram: Tensor, squarings: int = 10, polish: int = 2) -> Tensor:
+EIGEN_TOL = 1e-4
+"""Early exit of Eigen-CAM's repeated squaring on the CPU (see :func:`_top_eigenvector`)."""
+
+
+def _top_eigenvector(
+    gram: Tensor, squarings: int = 10, polish: int = 2, tol: float | None = None
+) -> Tensor:
     """Leading eigenvector of batched symmetric PSD matrices ``[B, n, n]`` without an SVD.
 
     Repeated squaring raises the matrix to the power ``2**squarings``, which leaves essentially
@@ -146,6 +153,11 @@ def _top_eigenvector(gram: Tensor, squarings: int = 10, polish: int = 2) -> Tens
     vector that cannot be orthogonal to that eigenvector. A few plain power iterations on
     ``gram`` then polish it. Only batched matmuls and a handful of small kernels, so it is cheap
     on CPUs and launch-light on GPUs.
+
+    With ``tol`` the squaring stops as soon as every power is rank one to within ``tol``
+    (``1 - ||P||_F / trace(P)``, which is about ``(lambda_2 / lambda_1) ** 2**k`` after ``k``
+    squarings). That reads a value back to the host, so it is for the CPU only (a CUDA graph
+    needs a fixed sequence of kernels); activations usually get there in 4 or 5 squarings.
     """
     # Scale so the largest eigenvalue is in [1/n, 1]; after three squarings it is still
     # >= n^-8 (1e-23 for n = 784), far from float32 underflow, so rescaling every third
@@ -155,6 +167,11 @@ def _top_eigenvector(gram: Tensor, squarings: int = 10, polish: int = 2) -> Tens
         power = torch.bmm(power, power)
         if step % 3 == 2 or step == squarings - 1:
             power = power / power.amax(dim=(1, 2), keepdim=True).clamp_min(_TINY)
+        if tol is not None and step >= 2:
+            trace = power.diagonal(dim1=-2, dim2=-1).sum(-1)
+            frob = torch.linalg.vector_norm(power.flatten(1), dim=1)
+            if bool((frob >= trace * (1 - tol)).all()):
+                break
     best = power.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
     vec = torch.gather(power, 2, best[:, None, None].expand(-1, power.shape[1], 1))
     for _ in range(polish):
@@ -162,13 +179,17 @@ def _top_eigenvector(gram: Tensor, squarings: int = 10, polish: int = 2) -> Tens
     return F.normalize(vec, dim=1, eps=_TINY).squeeze(-1)
 
 
-def first_component_projection(acts: Tensor) -> Tensor:
+def first_component_projection(acts: Tensor, tol: float | None = None) -> Tensor:
     """Project activations (centred over positions) on their first principal component.
 
     This is the quantity of pytorch-grad-cam's ``get_2d_projection`` (``X @ VT[0]`` with ``X``
     the ``[h*w, C]`` centred activations), computed from the smaller of the ``C x C`` and
     ``hw x hw`` Gram matrices instead of a full SVD. The sign is fixed so that the projection
     correlates positively with the channel-summed activations.
+
+    Args:
+        acts: Activations ``[B, C, h, w]``.
+        tol: Early exit of the eigenvector iteration (CPU only; see :func:`_top_eigenvector`).
 
     Returns:
         The signed projection ``[B, h, w]`` (no ReLU).
@@ -179,11 +200,11 @@ def first_component_projection(acts: Tensor) -> Tensor:
     x = x - x.mean(dim=2, keepdim=True)
     if c <= n:
         gram = x @ x.transpose(1, 2)  # [B, C, C]
-        v = _top_eigenvector(gram)
+        v = _top_eigenvector(gram, tol=tol)
         proj = (v.unsqueeze(1) @ x).squeeze(1)  # [B, N]
     else:
         gram = x.transpose(1, 2) @ x  # [B, N, N]
-        u = _top_eigenvector(gram)
+        u = _top_eigenvector(gram, tol=tol)
         eig = (u.unsqueeze(1) @ gram @ u.unsqueeze(2)).reshape(b, 1)
         proj = u * eig.clamp_min(0).sqrt()
     summed = acts.sum(dim=1).reshape(b, n)
@@ -192,9 +213,13 @@ def first_component_projection(acts: Tensor) -> Tensor:
     return proj.reshape(b, h, w)
 
 
-def eigencam(acts: Tensor) -> Tensor:
-    """Eigen-CAM (Muhammad & Yeasin 2020): ``ReLU`` of :func:`first_component_projection`."""
-    return first_component_projection(acts).clamp_min_(0)
+def eigencam(acts: Tensor, tol: float | None = None) -> Tensor:
+    """Eigen-CAM (Muhammad & Yeasin 2020): ``ReLU`` of :func:`first_component_projection`.
+
+    ``tol`` (CPU only) lets the eigenvector iteration stop early; ``None`` runs the fixed
+    sequence of kernels that CUDA graphs need.
+    """
+    return first_component_projection(acts, tol).clamp_min_(0)
 
 
 def gradient_maps(acts: Tensor, grads: Tensor, methods: Iterable[str]) -> dict[str, Tensor]:

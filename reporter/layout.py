@@ -1,0 +1,174 @@
+"""Memory layout: run convolutions channels-last (NHWC) on the CPU when it is safe.
+
+oneDNN, PyTorch's CPU convolution backend, is faster on channels-last tensors. Measured on this
+project's 2-core CPU (``benchmarks/bench_layout.py``), forward and forward+backward passes of
+gapnet, resnet18 and mobilenet_v3_small run 1.15-1.4x faster; a convolution picks the layout
+when its input *or* its weight is channels-last, and its output keeps it.
+
+Two ways to use it:
+
+- :func:`use_channels_last` converts the 4-D weights of a model the caller owns (the audit
+  pipeline's loaded or trained model). This also helps one-channel inputs, whose two layouts
+  are the same.
+- :func:`channels_last_works` only checks a model the caller does not own. ``CamEngine`` then
+  feeds it channels-last inputs and, while the engine is open (``with``), stores its weights
+  channels-last too (:func:`weights_to_channels_last`; otherwise every convolution re-orders its
+  weights on every call), and puts them back on exit (:func:`restore_weights`).
+
+A model may depend on the default layout (``x.view(...)`` on a feature map raises on a
+channels-last tensor; a few custom layers assume contiguous memory), so the layout is used only
+when a probe forward pass runs and gives the same logits as the default layout. CUDA keeps the
+default layout: fp32 cuDNN gains little from NHWC and we have not measured it. Set
+``REPORTER_CHANNELS_LAST=0`` to turn the layout off everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import Tensor, nn
+
+from reporter.hooks import eval_mode, first_tensor
+
+__all__ = [
+    "ENV_VAR",
+    "channels_last_enabled",
+    "channels_last_works",
+    "restore_weights",
+    "to_channels_last",
+    "use_channels_last",
+    "weights_to_channels_last",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "REPORTER_CHANNELS_LAST"
+"""Environment variable: ``0`` (or ``false``/``off``/``no``) keeps the default layout."""
+
+_RTOL = 1e-3
+_ATOL = 1e-3
+
+
+def channels_last_enabled(device: torch.device | str) -> bool:
+    """Whether channels-last is worth trying on ``device`` (the CPU, unless turned off)."""
+    if os.environ.get(ENV_VAR, "").strip().lower() in {"0", "false", "off", "no"}:
+        return False
+    return torch.device(device).type == "cpu"
+
+
+def to_channels_last(x: Tensor) -> Tensor:
+    """``x`` in channels-last layout if it is a 4-D batch (a no-op when it already is)."""
+    if x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _has_conv_weights(model: nn.Module) -> bool:
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def _probe_sample(sample_shape: tuple[int, ...], device: torch.device) -> Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((2, *sample_shape[1:]), generator=generator).to(device)
+
+
+def _same(ref: Tensor | None, out: Tensor | None) -> bool:
+    if ref is None or out is None or ref.shape != out.shape or not ref.is_floating_point():
+        return False
+    if not bool(torch.isfinite(ref).all()):
+        return False
+    scale = max(1.0, float(ref.abs().max()))
+    return bool(torch.allclose(out.float(), ref.float(), rtol=_RTOL, atol=_ATOL * scale))
+
+
+def weights_to_channels_last(model: nn.Module) -> list[nn.Parameter]:
+    """Store the model's 4-D parameters channels-last; return those that changed.
+
+    Only ``param.data`` is replaced (the ``Parameter`` objects, their values and
+    ``requires_grad`` stay), so :func:`restore_weights` can undo it exactly.
+    """
+    changed = []
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+                changed.append(p)
+    return changed
+
+
+def restore_weights(params: list[nn.Parameter]) -> None:
+    """Undo :func:`weights_to_channels_last` for ``params``."""
+    with torch.no_grad():
+        for p in params:
+            p.data = p.data.contiguous()
+
+
+def _probe(model: nn.Module, sample_shape: tuple[int, ...], keep: bool) -> bool:
+    """Run the model on a seeded sample in both layouts (channels-last weights and inputs).
+
+    Returns whether they agree. The weights stay channels-last only when they agree and
+    ``keep`` is set; otherwise the model is left exactly in its default layout.
+    """
+    device = next(iter(model.parameters())).device
+    x = _probe_sample(sample_shape, device)
+    changed: list[nn.Parameter] = []
+    with eval_mode(model), torch.no_grad():
+        try:
+            ref = first_tensor(model(x))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot run is not our call here
+            log.debug("layout probe: the model fails on a random sample: %s", exc)
+            return False
+        try:
+            changed = weights_to_channels_last(model)
+            out = first_tensor(model(to_channels_last(x)))
+        except Exception as exc:  # noqa: BLE001 - e.g. x.view() on an NHWC feature map
+            log.debug("layout probe: channels-last fails (%s); keeping the default layout", exc)
+            out = None
+        ok = _same(ref, out)
+        if not (ok and keep):
+            restore_weights(changed)
+    if not ok:
+        log.debug("layout probe: keeping the default layout for this model")
+    return ok
+
+
+def channels_last_works(model: nn.Module, sample: Tensor) -> bool:
+    """Whether ``model`` gives the same logits on channels-last inputs (model left unchanged).
+
+    Args:
+        model: A classifier on its device.
+        sample: An input batch (only its shape is used; the probe draws seeded random inputs).
+
+    Returns:
+        False on CUDA, when turned off with ``REPORTER_CHANNELS_LAST=0``, for models without
+        convolution weights or non-4-D inputs, and whenever the probe fails or disagrees.
+    """
+    if sample.dim() != 4 or not channels_last_enabled(sample.device):
+        return False
+    if not _has_conv_weights(model):
+        return False
+    return _probe(model, tuple(sample.shape), keep=False)
+
+
+def use_channels_last(model: nn.Module, sample_shape: tuple[int, ...]) -> bool:
+    """Convert a model the caller owns to channels-last weights when it is safe (CPU only).
+
+    Args:
+        model: The model, already on its device. Only the memory layout of its 4-D parameters
+            changes, never their values or the ``Parameter`` objects.
+        sample_shape: ``(B, C, H, W)`` of the inputs it will get.
+
+    Returns:
+        True when the model now holds channels-last weights.
+    """
+    params = list(model.parameters())
+    if len(sample_shape) != 4 or not params or not channels_last_enabled(params[0].device):
+        return False
+    if not _has_conv_weights(model):
+        return False
+    done = _probe(model, tuple(sample_shape), keep=True)
+    if done:
+        log.debug("using channels-last weights on the CPU")
+    return done
