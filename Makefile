@@ -37,6 +37,7 @@ examples: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_cam.py
+	$(PY) benchmarks/bench_layout.py
 	$(PY) benchmarks/bench_featvis.py
 	$(PY) benchmarks/bench_trust.py
 	$(PY) benchmarks/bench_audit.py

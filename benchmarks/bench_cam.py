@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from reporter.explain import CamEngine
 from reporter.explain.scorecam import channel_masks
+from reporter.layout import use_channels_last
 
 __all__ = ["main"]
 
@@ -266,8 +267,13 @@ def main(argv: list[str] | None = None) -> None:
         t_sc = _best(lambda: result_holder.append(sc_engine(sc_images)), device, 1)
         acts = result_holder[-1].activations[args.scorecam_layer].to(device)
 
-    # The unavoidable part: the masked images' forward passes alone, in the same chunks.
-    model.eval()
+    # The unavoidable part: the masked images' forward passes alone, in the same chunks and
+    # in the same memory layout as the engine ran them.
+    ref_model = model
+    if sc_engine.channels_last:
+        ref_model = copy.deepcopy(model)
+        use_channels_last(ref_model, tuple(sc_images.shape))
+    ref_model.eval()
     flat = acts.reshape(-1, *acts.shape[2:])
     channels = acts.shape[1]
     masked = [
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     def passes() -> None:
         with torch.inference_mode():
             for chunk in masked:
-                model(chunk)
+                ref_model(chunk)
 
     t_passes = _best(passes, device, 1)
     total = m * channels

@@ -126,3 +126,21 @@ def test_engine_falls_back_for_a_view_model() -> None:
         result = engine(torch.randn(2, 3, 8, 8))
     assert engine.channels_last is False
     assert result.maps["gradcam"]["conv"].shape == (2, 8, 8)
+
+
+def test_prepare_stores_a_loaded_model_channels_last(digits_checkpoint) -> None:
+    from reporter.setup import prepare
+
+    prepared = prepare(model=str(digits_checkpoint), data="digits", device="cpu", progress=False)
+    convs = [p for p in prepared.loaded.model.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert convs and all(_is_nhwc(p) for p in convs)
+
+
+def test_prepare_keeps_the_default_layout_when_turned_off(
+    digits_checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reporter.setup import prepare
+
+    monkeypatch.setenv(ENV_VAR, "0")
+    prepared = prepare(model=str(digits_checkpoint), data="digits", device="cpu", progress=False)
+    assert all(p.is_contiguous() for p in prepared.loaded.model.parameters())

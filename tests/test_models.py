@@ -80,6 +80,17 @@ def test_reporter_checkpoint_roundtrip(tmp_path: Path) -> None:
     assert torch.allclose(loaded.model(x), model(x))
 
 
+def test_checkpoint_of_a_channels_last_model_is_stored_contiguous(tmp_path: Path) -> None:
+    from reporter.layout import use_channels_last
+
+    model = GapNet(1, 3).eval()
+    assert use_channels_last(model, (1, 1, 16, 16))
+    path = save_checkpoint(tmp_path / "m.pt", model, _meta())
+    state = torch.load(path, weights_only=True)["state_dict"]
+    assert all(t.is_contiguous() for t in state.values())
+    assert weights_sha256(load_model(path).model) == weights_sha256(model)
+
+
 def test_bare_state_dict_needs_arch_and_infers_classes(tmp_path: Path) -> None:
     model = build_model("resnet18", num_classes=5, channels=3).eval()
     path = tmp_path / "sd.pth"

@@ -20,6 +20,7 @@ __all__ = [
     "GRADIENT_METHODS",
     "GRADPP_EPS",
     "METHODS",
+    "POWER_TOL",
     "XGRAD_EPS",
     "cam",
     "eigencam",
@@ -143,6 +144,36 @@ EIGEN_TOL = 1e-4
 """Early exit of Eigen-CAM's repeated squaring on the CPU (see :func:`_top_eigenvector`)."""
 
 
+POWER_TOL = 1e-5
+"""Convergence of :func:`_power_iteration`: ``||G v - lambda v|| <= POWER_TOL * lambda``."""
+
+
+def _power_iteration(
+    gram: Tensor, tol: float, max_iter: int = 48, check_every: int = 4
+) -> Tensor | None:
+    """Leading eigenvectors ``[B, n]`` by plain power iteration, or None if any has not converged.
+
+    Starts from each matrix's column with the largest diagonal entry and checks the residual
+    ``||G v - (v^T G v) v||`` every ``check_every`` steps; with a residual of ``tol * lambda_1``
+    the angle to the true eigenvector is at most about ``tol / (1 - lambda_2 / lambda_1)``.
+    """
+    # Row vectors [B, 1, n]: v^T G is G v for symmetric G, and MKL's batched row-times-matrix
+    # product is about 10x faster than matrix-times-column for these sizes.
+    n = gram.shape[-1]
+    best = gram.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
+    vec = torch.gather(gram, 1, best[:, None, None].expand(-1, 1, n))
+    vec = F.normalize(vec, dim=2, eps=_TINY)
+    for step in range(1, max_iter + 1):
+        nxt = torch.bmm(vec, gram)
+        if step % check_every == 0:
+            lam = (vec * nxt).sum(dim=2, keepdim=True)
+            residual = torch.linalg.vector_norm(nxt - lam * vec, dim=2)
+            if bool((residual <= tol * lam.abs().reshape(-1, 1)).all()):
+                return F.normalize(nxt, dim=2, eps=_TINY).squeeze(1)
+        vec = F.normalize(nxt, dim=2, eps=_TINY)
+    return None
+
+
 def _top_eigenvector(
     gram: Tensor, squarings: int = 10, polish: int = 2, tol: float | None = None
 ) -> Tensor:
@@ -154,11 +185,18 @@ def _top_eigenvector(
     ``gram`` then polish it. Only batched matmuls and a handful of small kernels, so it is cheap
     on CPUs and launch-light on GPUs.
 
-    With ``tol`` the squaring stops as soon as every power is rank one to within ``tol``
-    (``1 - ||P||_F / trace(P)``, which is about ``(lambda_2 / lambda_1) ** 2**k`` after ``k``
-    squarings). That reads a value back to the host, so it is for the CPU only (a CUDA graph
-    needs a fixed sequence of kernels); activations usually get there in 4 or 5 squarings.
+    With ``tol`` (for the CPU only: it reads values back to the host, and a CUDA graph needs a
+    fixed sequence of kernels) it first tries :func:`_power_iteration`, which needs only
+    matrix-vector products and converges in a few dozen steps when the first eigenvalue
+    stands out (``lambda_2 / lambda_1`` up to about 0.7, as in the activations we measured);
+    otherwise the squaring runs and stops as soon as every power is rank one to within ``tol``
+    (``1 - ||P||_F / trace(P)``, about ``(lambda_2 / lambda_1) ** 2**k`` after ``k``
+    squarings).
     """
+    if tol is not None:
+        found = _power_iteration(gram, POWER_TOL)
+        if found is not None:
+            return found
     # Scale so the largest eigenvalue is in [1/n, 1]; after three squarings it is still
     # >= n^-8 (1e-23 for n = 784), far from float32 underflow, so rescaling every third
     # squaring is enough.
@@ -173,10 +211,10 @@ def _top_eigenvector(
             if bool((frob >= trace * (1 - tol)).all()):
                 break
     best = power.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
-    vec = torch.gather(power, 2, best[:, None, None].expand(-1, power.shape[1], 1))
+    vec = torch.gather(power, 1, best[:, None, None].expand(-1, 1, power.shape[2]))  # a row
     for _ in range(polish):
-        vec = torch.bmm(gram, F.normalize(vec, dim=1, eps=_TINY))
-    return F.normalize(vec, dim=1, eps=_TINY).squeeze(-1)
+        vec = torch.bmm(F.normalize(vec, dim=2, eps=_TINY), gram)  # row form: see above
+    return F.normalize(vec, dim=2, eps=_TINY).squeeze(1)
 
 
 def first_component_projection(acts: Tensor, tol: float | None = None) -> Tensor:

@@ -96,7 +96,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        # contiguous(): the CPU model may hold channels-last weights (reporter.layout)
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "meta": meta.to_dict(),
     }
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=path.parent)
