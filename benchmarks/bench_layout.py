@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from torch import Tensor, nn
 
 from reporter.layout import use_channels_last
 from reporter.models.build import build_model
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from bench_cam import floor_fn
 
 __all__ = ["main"]
 
@@ -42,13 +46,7 @@ def _time(fn: Callable[[], Any]) -> float:
 
 
 def _tasks(model: nn.Module, x: Tensor, layer: str) -> dict[str, Callable[[], Any]]:
-    module = dict(model.named_modules())[layer]
-    store: dict[str, Tensor] = {}
-
-    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
-        if torch.is_grad_enabled() and not out.requires_grad:
-            out.requires_grad_(True)
-        store["a"] = out
+    floor = floor_fn(model, layer, x)
 
     def forward() -> None:
         model.eval()
@@ -57,16 +55,7 @@ def _tasks(model: nn.Module, x: Tensor, layer: str) -> dict[str, Callable[[], An
 
     def grad_floor() -> None:
         model.eval()
-        handle = module.register_forward_hook(hook)
-        flags = [p.requires_grad_(False) for p in model.parameters()]
-        try:
-            logits = model(x)
-            score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
-            torch.autograd.grad(score, [store["a"]])
-        finally:
-            handle.remove()
-            for p in flags:
-                p.requires_grad_(True)
+        floor()
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     labels = torch.zeros(x.shape[0], dtype=torch.long)
