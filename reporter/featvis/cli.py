@@ -224,6 +224,7 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     Raises:
         ReporterError: for bad input (unknown layer, channels out of range, missing data).
     """
+    from reporter.layout import use_channels_last
     from reporter.models import load_model
 
     if opts.channels is not None and opts.top_for_class is not None:
@@ -254,6 +255,7 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     model, meta = loaded.model, loaded.meta
     in_channels = int(meta.channels or image_channels_of(model))
     input_size = tuple(meta.input_size)
+    use_channels_last(model, (opts.batch_size, in_channels, *input_size))  # CPU only, probed
     sample = torch.zeros(1, in_channels, *input_size, device=opts.device)
     infos = {i.name: i for i in trace_layers(model, sample)}
     info = infos.get(opts.layer)
