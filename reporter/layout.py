@@ -2,18 +2,19 @@
 
 oneDNN, PyTorch's CPU convolution backend, is faster on channels-last tensors. Measured on this
 project's 2-core CPU (``benchmarks/bench_layout.py``), forward and forward+backward passes of
-gapnet, resnet18 and mobilenet_v3_small run 1.15-1.4x faster; a convolution picks the layout
+gapnet, resnet18 and mobilenet_v3_small run 1.06-1.47x faster; a convolution picks the layout
 when its input *or* its weight is channels-last, and its output keeps it.
 
-Two ways to use it:
+Three ways to use it:
 
 - :func:`use_channels_last` converts the 4-D weights of a model the caller owns (the audit
   pipeline's loaded or trained model). This also helps one-channel inputs, whose two layouts
   are the same.
-- :func:`channels_last_works` only checks a model the caller does not own. ``CamEngine`` then
-  feeds it channels-last inputs and, while the engine is open (``with``), stores its weights
-  channels-last too (:func:`weights_to_channels_last`; otherwise every convolution re-orders its
-  weights on every call), and puts them back on exit (:func:`restore_weights`).
+- :func:`try_channels_last` does the same and returns the converted parameters, so that a
+  caller that does not own the model can put them back (:func:`restore_weights`):
+  ``CamEngine`` keeps a user's weights channels-last only while it is open (``with``; otherwise
+  every convolution re-orders its weights on every call). :func:`channels_last_works` only
+  checks; the engine then feeds channels-last inputs alone.
 
 A model may depend on the default layout (``x.view(...)`` on a feature map raises on a
 channels-last tensor; a few custom layers assume contiguous memory), so the layout is used only
@@ -30,6 +31,7 @@ import os
 import torch
 from torch import Tensor, nn
 
+from reporter.device import model_device
 from reporter.hooks import eval_mode, first_tensor
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "channels_last_works",
     "restore_weights",
     "to_channels_last",
+    "try_channels_last",
     "use_channels_last",
     "weights_to_channels_last",
 ]
@@ -65,7 +68,10 @@ def to_channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _has_conv_weights(model: nn.Module) -> bool:
+def _eligible(model: nn.Module, sample_shape: tuple[int, ...]) -> bool:
+    """A 4-D input, the layout turned on for the model's device, and convolution weights."""
+    if len(sample_shape) != 4 or not channels_last_enabled(model_device(model)):
+        return False
     return any(p.dim() == 4 for p in model.parameters())
 
 
@@ -105,33 +111,36 @@ def restore_weights(params: list[nn.Parameter]) -> None:
             p.data = p.data.contiguous()
 
 
-def _probe(model: nn.Module, sample_shape: tuple[int, ...], keep: bool) -> bool:
-    """Run the model on a seeded sample in both layouts (channels-last weights and inputs).
+def try_channels_last(model: nn.Module, sample_shape: tuple[int, ...]) -> list[nn.Parameter] | None:
+    """Store the weights channels-last if a probe pass agrees; return the converted parameters.
 
-    Returns whether they agree. The weights stay channels-last only when they agree and
-    ``keep`` is set; otherwise the model is left exactly in its default layout.
+    Runs the model on a seeded sample with the default layout, then with channels-last weights
+    and inputs. When the logits agree the weights stay channels-last and the parameters that
+    changed are returned (for :func:`restore_weights`); otherwise (or when the layout does not
+    apply: see :func:`channels_last_works`) the model is left exactly as it was and the result
+    is None.
     """
-    device = next(iter(model.parameters())).device
-    x = _probe_sample(sample_shape, device)
+    if not _eligible(model, sample_shape):
+        return None
+    x = _probe_sample(sample_shape, model_device(model))
     changed: list[nn.Parameter] = []
     with eval_mode(model), torch.no_grad():
         try:
             ref = first_tensor(model(x))
         except Exception as exc:  # noqa: BLE001 - a model that cannot run is not our call here
             log.debug("layout probe: the model fails on a random sample: %s", exc)
-            return False
+            return None
         try:
             changed = weights_to_channels_last(model)
             out = first_tensor(model(to_channels_last(x)))
         except Exception as exc:  # noqa: BLE001 - e.g. x.view() on an NHWC feature map
             log.debug("layout probe: channels-last fails (%s); keeping the default layout", exc)
             out = None
-        ok = _same(ref, out)
-        if not (ok and keep):
+        if not _same(ref, out):
             restore_weights(changed)
-    if not ok:
-        log.debug("layout probe: keeping the default layout for this model")
-    return ok
+            log.debug("layout probe: keeping the default layout for this model")
+            return None
+    return changed
 
 
 def channels_last_works(model: nn.Module, sample: Tensor) -> bool:
@@ -145,11 +154,11 @@ def channels_last_works(model: nn.Module, sample: Tensor) -> bool:
         False on CUDA, when turned off with ``REPORTER_CHANNELS_LAST=0``, for models without
         convolution weights or non-4-D inputs, and whenever the probe fails or disagrees.
     """
-    if sample.dim() != 4 or not channels_last_enabled(sample.device):
+    changed = try_channels_last(model, tuple(sample.shape))
+    if changed is None:
         return False
-    if not _has_conv_weights(model):
-        return False
-    return _probe(model, tuple(sample.shape), keep=False)
+    restore_weights(changed)
+    return True
 
 
 def use_channels_last(model: nn.Module, sample_shape: tuple[int, ...]) -> bool:
@@ -163,12 +172,7 @@ def use_channels_last(model: nn.Module, sample_shape: tuple[int, ...]) -> bool:
     Returns:
         True when the model now holds channels-last weights.
     """
-    params = list(model.parameters())
-    if len(sample_shape) != 4 or not params or not channels_last_enabled(params[0].device):
-        return False
-    if not _has_conv_weights(model):
-        return False
-    done = _probe(model, tuple(sample_shape), keep=True)
+    done = try_channels_last(model, tuple(sample_shape)) is not None
     if done:
         log.debug("using channels-last weights on the CPU")
     return done

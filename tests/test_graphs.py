@@ -110,7 +110,9 @@ def test_engine_maps_through_recorded_math_match_eager(monkeypatch: pytest.Monke
     cap = FakeCapture()
     real = engine_module.GraphedFunction
     monkeypatch.setattr(
-        engine_module, "GraphedFunction", lambda fn: real(fn, capture=cap, rtol=0, atol=0)
+        engine_module,
+        "GraphedFunction",
+        lambda fn, enabled: real(fn, capture=cap, enabled=enabled, rtol=0, atol=0),
     )
     torch.manual_seed(0)
     model = build_model("gapnet", 4, 3)

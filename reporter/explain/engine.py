@@ -42,6 +42,7 @@ from reporter.layout import (
     channels_last_works,
     restore_weights,
     to_channels_last,
+    try_channels_last,
     weights_to_channels_last,
 )
 
@@ -334,7 +335,7 @@ class CamEngine:
         self._recorder: _GradRecorder | None = None
         self._nhwc_weights: list[nn.Parameter] = []
         self._math: _MapMath | None = None
-        self._graphed: Callable[..., Tensor] | None = None
+        self._graphed: GraphedFunction | None = None
         self._home: torch.device | None = None
         self._entered = False
 
@@ -361,9 +362,8 @@ class CamEngine:
             if self._recorder is not None:
                 self._recorder.remove()
                 self._recorder.clear()
-            clear_graphs = getattr(self._graphed, "clear", None)
-            if clear_graphs is not None:
-                clear_graphs()
+            if self._graphed is not None:
+                self._graphed.clear()
             restore_weights(self._nhwc_weights)
             self._nhwc_weights = []
         finally:
@@ -404,10 +404,15 @@ class CamEngine:
                     self._fc = module
         self._infos = infos
         self._math = _MapMath(self.methods, len(self.layers))
-        self._graphed = GraphedFunction(self._math) if self.cuda_graphs else self._math
-        if self.channels_last is None:
+        self._graphed = GraphedFunction(self._math, enabled=self.cuda_graphs)
+        keeps_weights = self._entered and self.device.type == "cpu"
+        if self.channels_last is None and keeps_weights:
+            changed = try_channels_last(self.model, tuple(sample.shape))
+            self.channels_last = changed is not None
+            self._nhwc_weights = changed or []
+        elif self.channels_last is None:
             self.channels_last = channels_last_works(self.model, sample)
-        if self.channels_last and self._entered and self.device.type == "cpu":
+        elif self.channels_last and keeps_weights:
             self._nhwc_weights = weights_to_channels_last(self.model)
         self._recorder = _GradRecorder(self.model, self.layers + self.recorded)
 
@@ -535,7 +540,7 @@ class CamEngine:
             flat = self._graphed(*inputs)
             if flat.device.type != "cpu":
                 flat = flat.cpu()
-            elif getattr(self._graphed, "replayed_last", False):
+            elif self._graphed.replayed_last:
                 flat = flat.clone()  # a recorded graph's output is overwritten by the next call
             maps, flags, logits_cpu, targets_cpu = _split_flat(
                 flat,

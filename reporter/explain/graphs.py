@@ -75,6 +75,8 @@ class GraphedFunction:
         fn: A pure function of tensors returning one tensor.
         capture: How to record; :func:`cuda_capture` by default, used for CUDA inputs only.
             Tests pass a stand-in that records on the CPU.
+        enabled: False makes every call a plain call; ``None``: on unless
+            ``REPORTER_CUDA_GRAPHS=0`` (always on with an explicit ``capture``).
         max_graphs: Recorded signatures kept (least recently used dropped); a test set gives
             two (full batches and the last, smaller one).
         rtol, atol: Tolerance of the check of the first replay against the eager result
@@ -89,6 +91,7 @@ class GraphedFunction:
         fn: Callable[..., Tensor],
         *,
         capture: Capture | None = None,
+        enabled: bool | None = None,
         max_graphs: int = 4,
         rtol: float = 1e-4,
         atol: float = 1e-5,
@@ -97,7 +100,9 @@ class GraphedFunction:
         self._capture = capture
         self.max_graphs = max(1, int(max_graphs))
         self.rtol, self.atol = rtol, atol
-        self.enabled = capture is not None or cuda_graphs_enabled()
+        if enabled is None:
+            enabled = capture is not None or cuda_graphs_enabled()
+        self.enabled = enabled
         self.captures = 0
         self.replays = 0
         self.replayed_last = False  # True when the last result is a graph's static output
