@@ -56,7 +56,7 @@ suppress_warnings: list[str] = []
 
 def _substitutions() -> str:
     """``|name|`` substitutions for numbers the prose quotes, read from the code itself."""
-    from reporter import trust as stage
+    from reporter.audit import trust as stage
     from reporter.config import AuditConfig
     from reporter.metrics import trust as metrics
 

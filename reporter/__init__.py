@@ -43,12 +43,12 @@ def run_audit(config: Any):
         config: A :class:`reporter.config.AuditConfig` (``AuditConfig()`` is the digits demo).
 
     Returns:
-        A :class:`reporter.pipeline.AuditResult`: ``.audit`` (the audit.json context),
+        A :class:`reporter.audit.AuditResult`: ``.audit`` (the audit.json context),
         ``.paths`` (written files by format), ``.seconds`` and ``.summary``.
 
     Raises:
         reporter.errors.ReporterError: for bad input; nothing in ``config.out`` changes then.
     """
-    from reporter.pipeline import run_audit as _run
+    from reporter.audit import run_audit as _run
 
     return _run(config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -402,8 +403,8 @@ def audit(config_path: str | None, **options: Any) -> None:
 
     With no arguments: train (or reuse) gapnet on the digits data and audit it.
     """
+    from reporter.audit import run_audit
     from reporter.config import load_config
-    from reporter.pipeline import run_audit
 
     overrides = {k: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides)
@@ -424,6 +425,38 @@ def _audit_command(config_path: str | None, overrides: dict[str, Any]) -> list[s
         elif value is not False:
             argv += [flag, str(value)]
     return argv
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--format",
+    "formats",
+    default="html,pdf,modelcard",
+    show_default=True,
+    help="Comma-separated: html, pdf, modelcard.",
+)
+@click.option("--template-dir", type=click.Path(), default=None, help="Override templates.")
+@click.option("--out", default=None, help="Write into this folder instead of BUNDLE.")
+def render(bundle: str, formats: str, template_dir: str | None, out: str | None) -> None:
+    """Render report.html, report.pdf and MODEL_CARD.md again from a bundle.
+
+    BUNDLE is the --out folder of a `reporter audit` run (audit.json and artifacts/). No model
+    or data is needed. With --out, the bundle is copied there with the new reports.
+    """
+    from reporter.report.writer import REPORT_FORMATS, render_bundle
+
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in REPORT_FORMATS]
+    if unknown or not wanted:
+        raise click.BadParameter(
+            f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(REPORT_FORMATS)}.",
+            param_hint="--format",
+        )
+    start = time.perf_counter()
+    paths = render_bundle(bundle, out=out, formats=wanted, template_dir=template_dir)
+    written = ", ".join(str(p) for p in paths.values())
+    click.echo(f"Rendered {written} in {time.perf_counter() - start:.1f} s.")
 
 
 def _register_commands() -> None:

@@ -55,3 +55,10 @@ def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "gapnet-digits.pt"
     save_checkpoint(path, result.loaded.model, result.loaded.meta)
     return path
+
+
+def folder_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (recursively), by relative path, with its bytes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pypdf import PdfReader
 
 from reporter.cli import cli
-from tests.conftest import make_image_folder
+from tests.conftest import folder_snapshot, make_image_folder
 
 FAST = [
     "--max-images",
@@ -156,7 +156,7 @@ def test_failed_pdf_stage_keeps_previous_report(
         *FAST,
     ]
     assert _audit(*args).exit_code == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = folder_snapshot(out)
 
     import reporter.report.writer as writer
 
@@ -166,7 +166,7 @@ def test_failed_pdf_stage_keeps_previous_report(
     monkeypatch.setattr(writer, "render_pdf", boom)
     result = CliRunner().invoke(cli, ["audit", *args, "--seed", "1"])
     assert result.exit_code != 0
-    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    after = folder_snapshot(out)
     assert after == before
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 

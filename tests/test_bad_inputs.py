@@ -30,7 +30,7 @@ from reporter.data.transforms import read_image
 from reporter.models import save_checkpoint
 from reporter.models.build import build_model
 from reporter.models.meta import ModelMeta
-from tests.conftest import make_image_folder
+from tests.conftest import folder_snapshot, make_image_folder
 
 # The cheapest audit that still runs every stage that matters here: one method, no feature
 # visualization, no trust metrics (those have their own tests), one gallery image per class.
@@ -87,7 +87,7 @@ def seed_previous(out: Path) -> None:
 
 def assert_previous_intact(out: Path) -> None:
     """The previous report is byte-identical, nothing was added, no temporary folder is left."""
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == PREVIOUS
+    assert folder_snapshot(out) == PREVIOUS
     assert not [p for p in out.parent.iterdir() if ".partial-" in p.name]
 
 
@@ -716,8 +716,8 @@ def test_template_dir_symlink_leaks_nothing(
     (tdir / "report.html").symlink_to(secret)
     result, out = _template_audit(tmp_path, digits_checkpoint, tdir)
     assert "Traceback" not in result.output and "TOPSECRET" not in result.output
-    for path in out.iterdir():
-        assert b"TOPSECRET" not in path.read_bytes(), path
+    for name, data in folder_snapshot(out).items():
+        assert b"TOPSECRET" not in data, name
     assert os.path.isdir(out)
 
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -52,10 +51,13 @@ def figure_uri(fig: Figure, dpi: int = 150) -> str:
     return data_uri(buf.getvalue())
 
 
-def to_uint8_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``[C, H, W]`` in [0, 1] (C = 1 or 3) to an ``[H, W, 3]`` uint8 array."""
-    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3):
+def to_uint8_image(image: np.ndarray) -> np.ndarray:
+    """An image as ``[H, W, 3]`` uint8: uint8 ``[H, W, 3]`` passes through; floats in [0, 1]
+    as ``[C, H, W]`` or ``[H, W, C]`` (C = 1 or 3) are converted."""
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[-1] == 3:
+        return arr
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = arr.transpose(1, 2, 0)
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -73,20 +75,21 @@ def _upscale(arr: np.ndarray, min_side: int = MIN_TILE) -> np.ndarray:
 
 
 def overlay(
-    image: torch.Tensor | np.ndarray,
-    saliency: torch.Tensor | np.ndarray | None,
+    image: np.ndarray,
+    saliency: np.ndarray | None,
     cmap: str = "viridis",
     alpha: float = 0.55,
 ) -> np.ndarray:
-    """Blend a [0, 1] saliency map over an image as ``[H, W, 3]`` uint8.
+    """Blend a saliency map over an image as ``[H, W, 3]`` uint8.
 
-    The image is shown in grey under the map so the colours read as saliency only.
+    ``saliency`` is in [0, 1] (float) or [0, 255] (uint8, as the bundle stores maps). The image
+    is shown in grey under the map so the colours read as saliency only.
     """
     base = to_uint8_image(image).astype(np.float32) / 255.0
     if saliency is None:
         return (base * 255 + 0.5).astype(np.uint8)
-    sal = saliency.detach().cpu().numpy() if isinstance(saliency, torch.Tensor) else saliency
-    sal = np.nan_to_num(np.clip(sal, 0, 1))
+    sal = np.asarray(saliency)
+    sal = sal / 255.0 if sal.dtype == np.uint8 else np.nan_to_num(np.clip(sal, 0, 1))
     gray = base.mean(axis=-1, keepdims=True).repeat(3, axis=-1)
     colour = matplotlib.colormaps[cmap](sal)[..., :3].astype(np.float32)
     out = (1 - alpha) * gray + alpha * colour

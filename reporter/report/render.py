@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from reporter.errors import ReporterError
+from reporter.explain.registry import METHODS
 
 __all__ = ["default_template_dir", "render_html", "render_pdf", "template_environment"]
 
@@ -77,13 +78,13 @@ def render_html(
     audit: dict[str, Any], figures: dict[str, Any], template_dir: str | Path | None = None
 ) -> str:
     """Render ``report.html`` (self-contained: CSS inlined, images as data URIs)."""
-    from reporter.report.findings import METHOD_TITLES
-
     env = template_environment(template_dir)
     try:
         css = env.get_template("report.css").render()
         template = env.get_template("report.html")
-        return template.render(audit=audit, fig=figures, css=css, titles=METHOD_TITLES)
+        return template.render(
+            audit=audit, fig=figures, css=css, titles={m: spec.title for m, spec in METHODS.items()}
+        )
     except jinja2.TemplateNotFound as exc:
         raise ReporterError(f"Template {exc.name!r} not found in the template folders.") from exc
     except jinja2.UndefinedError as exc:

@@ -1,108 +1,124 @@
-"""Write the report files atomically: build everything in a temporary folder, then move.
+"""Write a bundle and its reports, and render the reports of an existing bundle again.
 
-An interrupted or failed run never leaves a half-written report over a previous good one:
-files are produced in a hidden temporary folder next to ``--out`` and moved into place with
-``os.replace`` only once every requested file exists. The temporary folder is always removed.
+Both paths go through the same steps, so a report rendered at the end of an audit and one
+rendered later by ``reporter render`` are the same file: the bundle (``audit.json`` and
+``artifacts/``) is written to a staging folder first, the reports are rendered from what was
+written there, and the staging folder replaces ``--out`` as a whole
+(:func:`reporter.outdir.staged_output`), so a failed or interrupted run leaves the earlier
+report as it was.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import os
 import shutil
-import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from reporter.config import AuditConfig
+from reporter.bundle import ARTIFACTS_DIR, AUDIT_FILE, Artifacts, read_bundle, to_json, write_bundle
 from reporter.errors import ReporterError
-from reporter.report.build import Report
+from reporter.outdir import staged_output
 from reporter.report.modelcard import model_card_markdown
 from reporter.report.render import render_html, render_pdf
+from reporter.report.views import report_figures
 
-__all__ = ["to_json", "write_outputs"]
-
-log = logging.getLogger(__name__)
+__all__ = ["FILE_NAMES", "REPORT_FORMATS", "publish_audit", "render_bundle", "render_reports"]
 
 FILE_NAMES = {
-    "json": "audit.json",
+    "json": AUDIT_FILE,
     "html": "report.html",
     "pdf": "report.pdf",
     "modelcard": "MODEL_CARD.md",
     "config": "audit.toml",
 }
+REPORT_FORMATS = ("html", "pdf", "modelcard")
+"""Formats rendered from a bundle (``json`` is the bundle itself and always written)."""
 
 
-def _clean(value: Any) -> Any:
-    """Make a value strict-JSON safe (NaN and infinities become ``null``)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return _clean(value.item())
-    return value
+def render_reports(
+    folder: Path, formats: Iterable[str], template_dir: str | Path | None = None
+) -> dict[str, Path]:
+    """Render the requested report formats of the bundle in ``folder`` into ``folder``."""
+    audit, artifacts = read_bundle(folder)
+    formats = set(formats)
+    written: dict[str, Path] = {}
+    if formats & {"html", "pdf"}:
+        html = render_html(audit, report_figures(audit, artifacts), template_dir)
+        if "html" in formats:
+            written["html"] = folder / FILE_NAMES["html"]
+            written["html"].write_text(html, encoding="utf-8")
+        if "pdf" in formats:
+            written["pdf"] = render_pdf(html, folder / FILE_NAMES["pdf"], folder)
+    if "modelcard" in formats:
+        written["modelcard"] = folder / FILE_NAMES["modelcard"]
+        written["modelcard"].write_text(model_card_markdown(audit), encoding="utf-8")
+    return written
 
 
-def to_json(audit: dict[str, Any]) -> str:
-    """``audit.json`` text: strict JSON, sorted keys inside sections, UTF-8."""
-    return json.dumps(_clean(audit), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+def _final(paths: dict[str, Path], stage: Path, out: Path) -> dict[str, Path]:
+    return {fmt: out / p.relative_to(stage) for fmt, p in paths.items()}
 
 
-def write_outputs(report: Report, config: AuditConfig, out: Path) -> dict[str, Path]:
-    """Write the requested formats into ``out`` atomically; return the final paths."""
+def publish_audit(
+    audit: dict[str, Any],
+    artifacts: Artifacts,
+    out: Path,
+    *,
+    formats: Iterable[str],
+    template_dir: str | Path | None = None,
+    config_toml: str | None = None,
+) -> dict[str, Path]:
+    """Write the bundle of a finished audit and its reports into ``out`` (atomically).
+
+    ``audit["rendering"]`` records how long rendering took; it is written after the reports
+    (no template shows it), so rendering the bundle again gives the same report.
+    """
     out = Path(out)
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as exc:
-        raise ReporterError(f"Cannot write the report to {out}: {exc.strerror or exc}.") from exc
-    try:
-        written: dict[str, str] = {}
-        formats = set(config.formats)
+    with staged_output(out) as stage:
+        paths = write_bundle(stage, audit, artifacts)
+        if config_toml is not None:
+            paths["config"] = stage / FILE_NAMES["config"]
+            paths["config"].write_text(config_toml, encoding="utf-8")
         start = time.perf_counter()
-        if formats & {"html", "pdf"}:
-            html = render_html(_clean(report.audit), report.figures, config.template_dir)
-            if "html" in formats:
-                (tmp / FILE_NAMES["html"]).write_text(html, encoding="utf-8")
-                written["html"] = FILE_NAMES["html"]
-            if "pdf" in formats:
-                render_pdf(html, tmp / FILE_NAMES["pdf"], tmp)
-                written["pdf"] = FILE_NAMES["pdf"]
-        if "modelcard" in formats:
-            (tmp / FILE_NAMES["modelcard"]).write_text(
-                model_card_markdown(_clean(report.audit)), encoding="utf-8"
-            )
-            written["modelcard"] = FILE_NAMES["modelcard"]
-        if "json" in formats:
-            # written last, so that it records how long the HTML and PDF took
-            report.audit["timings"]["render"] = round(time.perf_counter() - start, 3)
-            (tmp / FILE_NAMES["json"]).write_text(to_json(report.audit), encoding="utf-8")
-            written["json"] = FILE_NAMES["json"]
-        (tmp / FILE_NAMES["config"]).write_text(config.to_toml(), encoding="utf-8")
-        written["config"] = FILE_NAMES["config"]
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            # check every destination first, so that a move cannot fail half-way through
-            for name in written.values():
-                target = out / name
-                if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
-                    raise ReporterError(
-                        f"Cannot replace {target}: it is a folder or not writable. Move it "
-                        "away or choose another --out; the previous report was left as it was."
-                    )
-            for name in written.values():
-                os.replace(tmp / name, out / name)
-        except OSError as exc:
-            raise ReporterError(
-                f"Cannot write the report to {out}: {exc.strerror or exc}."
-            ) from exc
-        return {fmt: out / name for fmt, name in written.items()}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        paths.update(
+            render_reports(stage, [f for f in formats if f in REPORT_FORMATS], template_dir)
+        )
+        audit["rendering"] = {"seconds": round(time.perf_counter() - start, 3)}
+        (stage / AUDIT_FILE).write_text(to_json(audit), encoding="utf-8")
+        return _final(paths, stage, out)
+
+
+def render_bundle(
+    source: str | Path,
+    *,
+    out: str | Path | None = None,
+    formats: Iterable[str] = REPORT_FORMATS,
+    template_dir: str | Path | None = None,
+) -> dict[str, Path]:
+    """Render the reports of the bundle in ``source`` again, into ``out`` (default: ``source``).
+
+    The bundle files (``audit.json``, ``artifacts/``, ``audit.toml``) are copied unchanged;
+    report files of other formats already in ``source`` are kept when rendering in place.
+    Needs neither the model nor the data.
+    """
+    source = Path(source)
+    read_bundle(source)  # a clear message for a folder that is not a (current) bundle
+    target = Path(out) if out is not None else source
+    formats = [f for f in formats if f in REPORT_FORMATS]
+    in_place = target.resolve() == source.resolve()
+    keep = [FILE_NAMES["json"], FILE_NAMES["config"], ARTIFACTS_DIR]
+    if in_place:
+        keep += [FILE_NAMES[f] for f in REPORT_FORMATS if f not in formats]
+    with staged_output(target) as stage:
+        for name in keep:
+            src = source / name
+            try:
+                if src.is_dir():
+                    shutil.copytree(src, stage / name)
+                elif src.is_file():
+                    shutil.copy2(src, stage / name)
+            except OSError as exc:
+                raise ReporterError(f"Cannot copy {src}: {exc.strerror or exc}.") from exc
+        paths = render_reports(stage, formats, template_dir)
+        return _final(paths, stage, target)

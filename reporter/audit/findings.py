@@ -1,25 +1,18 @@
-"""Key findings: plain-language sentences generated from the numbers in the audit context.
+"""The findings stage: plain-language sentences generated from the numbers in ``audit.json``.
 
-Every sentence is built from ``audit.json`` values only, so the cover page can never say
-something the data does not.
+Every sentence is a function of values in the audit context only (never of arrays, the model
+or the data), so the cover page can never say something the data does not, and the same
+sentences come back when a bundle is rendered again. The shortcut sentences are written here
+and nowhere else.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["METHOD_TITLES", "key_findings"]
+from reporter.explain.registry import method_title
 
-METHOD_TITLES = {
-    "cam": "CAM",
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "layercam": "LayerCAM",
-    "hirescam": "HiResCAM",
-    "eigencam": "EigenCAM",
-    "scorecam": "Score-CAM",
-}
+__all__ = ["key_findings", "shortcut_sentence"]
 
 
 def _pct(x: float) -> str:
@@ -38,10 +31,25 @@ def _range(values: list[float]) -> str:
     return _pct(lo) if round(lo, 2) == round(hi, 2) else f"{lo:.0%}–{hi:.0%}"
 
 
-def _shortcut_group(flagged: list[tuple[str, dict[str, Any]]], total: int) -> str:
-    """One sentence for several classes flagged as suspected shortcuts."""
+def shortcut_sentence(flagged: list[tuple[str, dict[str, Any]]], total: int) -> str:
+    """One sentence for the classes flagged as suspected shortcuts (``(name, scores)`` pairs
+    from ``trust.shortcut``), out of ``total`` classes checked."""
+    title = method_title(flagged[0][1].get("method", "")) if flagged[0][1].get("method") else "the"
+    if len(flagged) == 1:
+        name, v = flagged[0]
+        if v.get("basis") == "mask":
+            return (
+                f"Suspected shortcut for class “{name}”: {v['outside_fraction']:.0%} of the "
+                f"{title} saliency lies away from the object (the object and its outline cover "
+                f"{v['object_area']:.0%} of the image), so the model relies on the background "
+                "or context rather than the object itself."
+            )
+        return (
+            f"Suspected shortcut for class “{name}”: {v['border_fraction']:.0%} of the {title} "
+            "saliency lies on the image border, far more than its share of the area; check the "
+            "evidence images for watermarks, frames or background cues."
+        )
     names = _names([n for n, _ in flagged])
-    title = METHOD_TITLES.get(flagged[0][1].get("method", ""), "the")
     head = f"Suspected shortcut for {len(flagged)} of {total} classes ({names}): "
     if all(v.get("basis") == "mask" for _, v in flagged):
         return head + (
@@ -71,16 +79,13 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
         for name, v in (trust.get("shortcut") or {}).items()
         if isinstance(v, dict) and v.get("flagged")
     ]
-    if len(flagged) == 1:
-        name, v = flagged[0]
-        out.append(v.get("sentence") or f"Suspected shortcut for class “{name}”.")
-    elif flagged:
-        out.append(_shortcut_group(flagged, len(trust["shortcut"])))
+    if flagged:
+        out.append(shortcut_sentence(flagged, len(trust["shortcut"])))
     for method, verdict in (trust.get("sanity") or {}).items():
         if isinstance(verdict, dict) and verdict.get("passed") is False:
             layer = verdict.get("layer", "")
             out.append(
-                f"{METHOD_TITLES.get(method, method)}"
+                f"{method_title(method)}"
                 + (f" on layer {layer}" if layer else "")
                 + " failed the randomization test: its maps do not depend on the learned "
                 "weights; do not read them as explanations."
@@ -168,7 +173,7 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
     expl = audit.get("explanations") or {}
     border = expl.get("border_summary")
     if border:
-        title = METHOD_TITLES.get(border["method"], border["method"])
+        title = method_title(border["method"])
         text = (
             f"On average {_pct(border['mean'])} of the {title} saliency lies in the image border "
             f"(the outer band covering {_pct(border['area'])} of the area)"

@@ -3,9 +3,9 @@
 On a seeded sample of the audited images it computes, per method on the primary CAM layer:
 the model-parameter randomization test (cascading, on copies of the model), deletion /
 insertion curves and the average drop / increase in confidence, localization against object
-masks when there are any, per-class shortcut scores, and the agreement between methods. The
-metrics themselves are pure tensor code in :mod:`reporter.metrics.trust`; this module only
-chooses the sample, computes maps and turns results into report data and figures.
+masks when there are any, per-class shortcut scores, the agreement between methods and, for
+generated data with a known shortcut, accuracy with and without it. The metrics are pure tensor
+code in :mod:`reporter.metrics.trust`; this stage chooses the sample and computes the maps.
 """
 
 from __future__ import annotations
@@ -17,11 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from reporter.audit.explanations import explain_images, source_of
+from reporter.audit.results import SectionResult, uint8_images, uint8_maps
+from reporter.audit.stream import StreamResult
 from reporter.config import AuditConfig
+from reporter.data import load_dataset
+from reporter.data.masks import load_masks
+from reporter.device import model_device
+from reporter.explain import explain_batches
 from reporter.metrics import trust as T
-from reporter.report import figures as fg
-from reporter.report.findings import METHOD_TITLES
-from reporter.report.sections import source_of as _source
+from reporter.predict import predict
 from reporter.setup import Prepared
 
 __all__ = [
@@ -30,7 +35,7 @@ __all__ = [
     "SANITY_IMAGES",
     "SHORTCUT_MARGIN",
     "shortcut_accuracy",
-    "trust_section",
+    "trust_checks",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,9 +59,6 @@ def _maps(
     batch: int,
 ) -> dict[str, torch.Tensor]:
     """Normalised maps at input size for every method on one layer, explaining ``targets``."""
-    from reporter.device import model_device
-    from reporter.explain import explain_batches
-
     maps, _ = explain_batches(
         model,
         images,
@@ -105,28 +107,60 @@ def _sanity(model, images, targets, layer, methods, reference, seed, batch) -> d
     return out
 
 
-def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dict]:
-    """Compute the trust metrics on a seeded sample; return ``(audit data, figures)``."""
-    preds = stats.predictions
-    if not stats.layers or config.trust_samples == 0 or len(preds.labels) == 0:
-        return {}, {}
+def _faithfulness(model, images, maps, targets, methods, batch) -> dict[str, Any]:
+    n = len(images)
+    out: dict[str, Any] = {}
+    for m in methods:
+        di = T.deletion_insertion(
+            model,
+            images,
+            maps[m],
+            targets,
+            steps=CURVE_STEPS,
+            baseline="blur",
+            batch_size=max(64, batch),
+        )
+        cc = T.average_drop_increase(model, images, maps[m], targets, batch_size=max(64, batch))
+        summary = di.summary()
+        out[m] = {
+            "deletion_auc": summary["deletion_auc"],
+            "insertion_auc": summary["insertion_auc"],
+            "average_drop": float(cc.drop.mean()),
+            "increase_rate": float(cc.increase.float().mean()),
+            "deletion_curve": summary["deletion_curve"],
+            "insertion_curve": summary["insertion_curve"],
+        }
+    return {"images": n, "steps": CURVE_STEPS, "baseline": "blur", "methods": out}
+
+
+def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> SectionResult:
+    """Compute the trust metrics on a seeded sample.
+
+    Arrays: ``evidence_images`` ``[E, H, W, 3]`` uint8 and ``evidence_maps`` ``[E, H, W]``
+    uint8: the images (with the primary method's map) that show a flagged class's shortcut
+    score best; each evidence item of ``section["shortcut"]`` names its ``row``.
+    """
+    preds = stream.predictions
+    result = SectionResult("trust")
+    if not stream.layers or config.trust_samples == 0 or len(preds.labels) == 0:
+        return result
     model = prep.loaded.model
-    layer = stats.layers[0]
+    layer = stream.layers[0]
     methods = list(config.methods)
     rng = np.random.default_rng(config.seed + 7)
     n = min(config.trust_samples, len(preds.labels))
     pos = np.sort(rng.permutation(len(preds.labels))[:n])
     dataset_idx = [int(i) for i in preds.indices[pos]]
-    images = torch.stack([prep.bundle.test[i][0] for i in dataset_idx])
     targets = torch.as_tensor(preds.preds[pos], dtype=torch.long)
     labels = torch.as_tensor(preds.labels[pos], dtype=torch.long)
-    names = prep.bundle.class_names
+    names = list(prep.bundle.class_names)
     batch = config.batch_size
-    maps = _maps(model, images, targets, layer, methods, batch)
+    images, units, all_maps, _ = explain_images(
+        prep, methods, dataset_idx, [layer], batch_size=batch, targets=targets
+    )
+    maps = {m: all_maps[m][layer] for m in methods}
     data: dict[str, Any] = {"sample": n, "layer": layer, "seed": config.seed}
-    figs: dict[str, Any] = {}
 
-    # sanity: cascading randomization on a sub-sample
     ns = min(SANITY_IMAGES, n)
     data["sanity"] = _sanity(
         model,
@@ -139,66 +173,12 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
         batch,
     )
     data["sanity_images"] = ns
-    figs["sanity"] = fg.curves_figure(
-        {
-            METHOD_TITLES[m]: [1.0] + [s["spearman"] for s in data["sanity"][m]["cascade"]]
-            for m in methods
-        },
-        xlabel="share of the network randomized (output first)",
-        ylabel="rank correlation with trained maps",
-        title="Randomization test",
-    )
-
-    # faithfulness
     nf = min(FAITHFULNESS_IMAGES, n)
-    faith: dict[str, Any] = {}
-    del_curves, ins_curves = {}, {}
-    for m in methods:
-        di = T.deletion_insertion(
-            model,
-            images[:nf],
-            maps[m][:nf],
-            targets[:nf],
-            steps=CURVE_STEPS,
-            baseline="blur",
-            batch_size=max(64, batch),
-        )
-        cc = T.average_drop_increase(
-            model, images[:nf], maps[m][:nf], targets[:nf], batch_size=max(64, batch)
-        )
-        summary = di.summary()
-        faith[m] = {
-            "deletion_auc": summary["deletion_auc"],
-            "insertion_auc": summary["insertion_auc"],
-            "average_drop": float(cc.drop.mean()),
-            "increase_rate": float(cc.increase.float().mean()),
-            "deletion_curve": summary["deletion_curve"],
-            "insertion_curve": summary["insertion_curve"],
-        }
-        del_curves[METHOD_TITLES[m]] = summary["deletion_curve"]
-        ins_curves[METHOD_TITLES[m]] = summary["insertion_curve"]
-    data["faithfulness"] = {
-        "images": nf,
-        "steps": CURVE_STEPS,
-        "baseline": "blur",
-        "methods": faith,
-    }
-    figs["deletion"] = fg.curves_figure(
-        del_curves,
-        xlabel="share of pixels removed",
-        ylabel="class probability",
-        title="Deletion (lower is better)",
-    )
-    figs["insertion"] = fg.curves_figure(
-        ins_curves,
-        xlabel="share of pixels inserted",
-        ylabel="class probability",
-        title="Insertion (higher is better)",
+    data["faithfulness"] = _faithfulness(
+        model, images[:nf], {m: maps[m][:nf] for m in methods}, targets[:nf], methods, batch
     )
 
     # localization, on the images that have a mask
-    from reporter.data.masks import load_masks
-
     masks, missing = load_masks(prep.bundle.test, dataset_idx, config.masks, prep.preprocess)
     have = torch.ones(n, dtype=torch.bool)
     if masks is not None and missing:
@@ -206,6 +186,7 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
         data["missing_masks"] = missing
     if masks is not None and not have.any():
         masks = None
+    data["localization"] = None
     if masks is not None:
         loc = {}
         for m in methods:
@@ -223,8 +204,6 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
                 },
             }
         data["localization"] = {"methods": loc, "object_area": float(masks.float().mean())}
-    else:
-        data["localization"] = None
 
     # shortcut, on the first method's maps (with masks: on the images that have one). A class
     # activation map cannot be sharper than its layer and an object's outline is part of the
@@ -240,63 +219,44 @@ def trust_section(prep: Prepared, config: AuditConfig, stats) -> tuple[dict, dic
         T.dilate(masks[keep], margin) if masks is not None else None,
     )
     data["shortcut_margin_px"] = margin if masks is not None else None
-    evidence_figs: dict[str, list[str]] = {}
-    units = prep.preprocess.denormalize(images)
-    for cname, s in scores.items():
+    rows: list[int] = []
+    for s in scores.values():
         s["method"] = primary
-        if s["flagged"]:
-            s["sentence"] = _shortcut_sentence(cname, s, primary)
-            evidence_figs[cname] = [
-                fg.tile_uri(fg.overlay(units[kept[i]], maps[primary][kept[i]], config.colormap))
-                for i in s["evidence"]
-            ]
-        s["evidence"] = [
-            {"index": dataset_idx[int(kept[i])], "source": _source(prep, dataset_idx[int(kept[i])])}
-            for i in s["evidence"]
-        ]
+        evidence = []
+        for i in s["evidence"]:
+            j = int(kept[i])
+            item: dict[str, Any] = {
+                "index": dataset_idx[j],
+                "source": source_of(prep, dataset_idx[j]),
+            }
+            if s["flagged"]:
+                item["row"] = len(rows)
+                rows.append(j)
+            evidence.append(item)
+        s["evidence"] = evidence
         if s.get("lift") == float("inf"):
             s["lift"] = None
     data["shortcut"] = scores
-    figs["shortcut_evidence"] = evidence_figs
-
-    # agreement between methods
-    if len(methods) > 1:
-        data["agreement"] = T.agreement_summary(T.method_agreement(maps))
-    else:
-        data["agreement"] = None
-    return data, figs
-
-
-def _shortcut_sentence(cname: str, s: dict[str, Any], method: str) -> str:
-    title = METHOD_TITLES[method]
-    if s.get("basis") == "mask":
-        return (
-            f"Suspected shortcut for class “{cname}”: {s['outside_fraction']:.0%} of the "
-            f"{title} saliency lies away from the object (the object and its outline cover "
-            f"{s['object_area']:.0%} of the image), so the model relies on the background or "
-            "context rather than the object itself."
-        )
-    return (
-        f"Suspected shortcut for class “{cname}”: {s['border_fraction']:.0%} of the {title} "
-        "saliency lies on the image border, far more than its share of the area; check the "
-        "evidence images for watermarks, frames or background cues."
-    )
+    data["agreement"] = T.agreement_summary(T.method_agreement(maps)) if len(methods) > 1 else None
+    result.section = data
+    if rows:
+        result.arrays = {
+            "evidence_images": uint8_images(units[rows]),
+            "evidence_maps": uint8_maps(maps[primary][rows]),
+        }
+    return result
 
 
 def shortcut_accuracy(prep: Prepared, config: AuditConfig) -> dict[str, Any] | None:
     """For generated shapes data with a spurious background: accuracy with and without it.
 
     The model is evaluated on both test variants (background colour matching the class as in
-    training, and background colour independent of the class), which shows directly how much
-    of the accuracy the shortcut carries.
+    training, and background colour independent of the class): an intervention that shows
+    directly how much of the accuracy the shortcut carries.
     """
     spurious = prep.bundle.spurious
     if spurious <= 0:
         return None
-    from reporter.data import load_dataset
-    from reporter.device import model_device
-    from reporter.predict import predict
-
     out: dict[str, Any] = {"spurious": spurious}
     for variant in ("kept", "absent"):
         bundle = load_dataset(

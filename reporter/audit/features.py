@@ -1,0 +1,191 @@
+"""The feature-visualization stage: what the filters of the chosen layers respond to.
+
+For each featvis layer: the channels most relevant to each class (from the stream pass's
+gradient x activation sums), their activation-maximization renders, and the dataset crops that
+activate them most (cut to the channel's receptive field). Also the first convolution's filters
+and the activation maps of one confidently classified image at a few depths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reporter.audit.explanations import source_of
+from reporter.audit.results import SectionResult, uint8_images
+from reporter.audit.stream import StreamResult
+from reporter.config import AuditConfig
+from reporter.device import model_device
+from reporter.featvis import activation_maps, filter_grid, receptive_field, render
+from reporter.featvis.grids import colorize, crop, image_grid
+from reporter.setup import Prepared
+
+__all__ = ["feature_visualization", "first_conv"]
+
+
+def first_conv(model: nn.Module) -> str | None:
+    """Name of the first ``nn.Conv2d`` (for the filter grid)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name
+    return None
+
+
+def _channel_order(stream: StreamResult, layer: str, config: AuditConfig, names: list[str]):
+    """Channels to render: each class's most relevant first, then the strongest, to a budget."""
+    relevance = stream.relevance.get(layer)
+    topk = stream.topk[layer]
+    per_class: dict[str, list[dict[str, float]]] = {}
+    order: list[int] = []
+    if relevance is not None:
+        tops = {c: relevance.top(c, 3) for c in range(len(names)) if relevance.counts[c] > 0}
+        for c, top in tops.items():
+            per_class[names[c]] = [{"channel": ch, "relevance": v} for ch, v in top]
+        for rank in range(3):
+            for c in sorted(tops):
+                if rank < len(tops[c]) and tops[c][rank][0] not in order:
+                    order.append(tops[c][rank][0])
+        order = order[: max(config.featvis_channels, min(len(tops), 16))]
+    if len(order) < config.featvis_channels:
+        n_channels = len(topk.channels)
+        scores = topk.values[:, 0] if topk.values.numel() else torch.zeros(n_channels)
+        for i in torch.argsort(scores, descending=True).tolist():
+            ch = topk.channels[i]
+            if ch not in order:
+                order.append(ch)
+            if len(order) >= config.featvis_channels:
+                break
+    return order, per_class
+
+
+def feature_visualization(
+    prep: Prepared, config: AuditConfig, stream: StreamResult
+) -> SectionResult:
+    """Filters, activation maximization, top-activating examples and class-relevant channels.
+
+    Arrays: ``filters`` (the first convolution's filters as one image), per featvis layer
+    ``render_<l>`` ``[n, H, W, 3]`` and ``crop_<l>_<c>_<e>`` (the e-th top example of the c-th
+    rendered channel), ``actmap_image`` and ``actmap_<j>`` (colourised activation grids).
+    The section names the array of each picture.
+    """
+    model = prep.loaded.model
+    meta = prep.loaded.meta
+    names = list(prep.bundle.class_names)
+    result = SectionResult("featvis", {"layers": {}, "filters": None, "activation_maps": None})
+    if config.featvis_channels == 0 or not stream.featvis_layers:
+        return result
+    section, arrays = result.section, result.arrays
+    conv = first_conv(model)
+    if conv is not None:
+        weight = model.get_submodule(conv).weight.detach().cpu()
+        arrays["filters"] = uint8_images(filter_grid(weight))[0]
+        section["filters"] = {
+            "layer": conv,
+            "count": int(weight.shape[0]),
+            "shape": list(weight.shape[1:]),
+            "array": "filters",
+        }
+    for li, layer in enumerate(stream.featvis_layers):
+        topk = stream.topk.get(layer)
+        if topk is None or topk.channels is None:
+            continue
+        order, per_class = _channel_order(stream, layer, config, names)
+        rendered = render(
+            model,
+            layer,
+            channels=order,
+            size=meta.input_size,
+            steps=config.featvis_steps,
+            seed=config.seed,
+            mean=meta.mean,
+            std=meta.std,
+            image_channels=meta.channels,
+        )
+        arrays[f"render_{li}"] = uint8_images(rendered.images)
+        rf = receptive_field(
+            model, layer, meta.input_size, image_channels=meta.channels, seed=config.seed
+        )
+        channels: dict[str, Any] = {}
+        for ci, ch in enumerate(order):
+            examples = []
+            for ex in topk.examples(ch):
+                box = rf.box(ex.y, ex.x)
+                try:
+                    unit = prep.bundle.test.load_unit(ex.index)
+                except Exception:  # noqa: BLE001 - unreadable now: leave the crop out
+                    continue
+                key = f"crop_{li}_{ci}_{len(examples)}"
+                arrays[key] = uint8_images(crop(unit, box))[0]
+                examples.append(
+                    {
+                        "index": ex.index,
+                        "source": source_of(prep, ex.index),
+                        "activation": ex.value,
+                        "box": list(box),
+                        "array": key,
+                    }
+                )
+            channels[str(ch)] = {
+                "objective_start": float(rendered.initial[ci]),
+                "objective_end": float(rendered.final[ci]),
+                "top_examples": examples,
+                "render": [f"render_{li}", ci],
+            }
+        section["layers"][layer] = {
+            "channels_total": len(topk.channels),
+            "rendered": order,
+            "steps": config.featvis_steps,
+            "receptive_field": rf.to_dict(),
+            "class_channels": per_class,
+            "channels": channels,
+        }
+    _activation_panel(prep, config, stream, section, arrays)
+    return result
+
+
+def _activation_panel(
+    prep: Prepared,
+    config: AuditConfig,
+    stream: StreamResult,
+    section: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+) -> None:
+    """Intermediate activation maps of the most confidently correct image."""
+    preds = stream.predictions
+    correct = np.flatnonzero((preds.preds == preds.labels) & np.isfinite(preds.probs).all(1))
+    if not len(correct) or not stream.layers:
+        return
+    best = int(correct[np.argmax(preds.confidence[correct])])
+    index = int(preds.indices[best])
+    x, _, _, _ = prep.bundle.test[index]
+    if x is None:
+        return
+    model = prep.loaded.model
+    maps = activation_maps(model, x.to(model_device(model)), _activation_layers(model, stream))
+    layers = []
+    for name, fmap in maps.items():
+        if fmap.dim() != 3:
+            continue
+        # colorize scales each map to [0, 1] on its own
+        grid = image_grid(colorize(fmap[:8], config.colormap), nrow=8)
+        arrays[f"actmap_{len(layers)}"] = uint8_images(grid)[0]
+        layers.append(name)
+    arrays["actmap_image"] = uint8_images(prep.bundle.test.load_unit(index))[0]
+    section["activation_maps"] = {
+        "index": index,
+        "source": source_of(prep, index),
+        "class": prep.bundle.class_names[int(preds.labels[best])],
+        "layers": layers,
+    }
+
+
+def _activation_layers(model: nn.Module, stream: StreamResult) -> list[str]:
+    """Up to four conv layers spread over the depth, ending with the CAM layer."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) > 4:
+        step = (len(convs) - 1) / 3
+        convs = [convs[round(i * step)] for i in range(4)]
+    return list(dict.fromkeys([*convs[:3], stream.layers[0]]))

@@ -1,0 +1,248 @@
+"""``run_audit``: the stages in order, their timings, and the bundle at the end.
+
+Data flow (docs/architecture.rst has the diagram)::
+
+    AuditConfig -> prepare -> stream pass -> galleries, class averages -> features -> trust
+                -> findings -> audit.json + artifacts/ -> report.html, report.pdf, MODEL_CARD.md
+
+Each stage is a function from typed inputs to a typed result; this module only runs them,
+assembles ``audit.json`` from their sections and hands the bundle to the writer, which renders
+the reports from the bundle alone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from reporter.audit.context import dataset_section, environment_section, model_section
+from reporter.audit.explanations import border_summary, class_averages, galleries, method_table
+from reporter.audit.features import feature_visualization
+from reporter.audit.findings import key_findings
+from reporter.audit.results import SectionResult
+from reporter.audit.stream import StreamResult, audit_indices, stream_pass
+from reporter.audit.trust import shortcut_accuracy, trust_checks
+from reporter.bundle import SCHEMA_VERSION, Artifacts
+from reporter.config import AuditConfig
+from reporter.device import model_device
+from reporter.errors import ReporterError
+from reporter.metrics import classification_metrics
+from reporter.report.writer import publish_audit
+from reporter.setup import Prepared, prepare
+
+__all__ = ["AuditResult", "Timer", "assemble", "run_audit"]
+
+UNHOOKABLE = (
+    "Class activation maps and feature visualization need a model whose layers can be "
+    "hooked; this TorchScript model only allows predictions. Audit the original nn.Module "
+    "(a state_dict plus --arch) to get them."
+)
+
+
+@dataclass
+class AuditResult:
+    """What :func:`run_audit` returns.
+
+    Attributes:
+        audit: The report context, exactly as written to ``audit.json``.
+        paths: Written files by format (``html``, ``pdf``, ``json``, ``modelcard``, ``config``,
+            ``artifacts``).
+        seconds: Wall time of the run.
+        summary: One line describing what was audited.
+    """
+
+    audit: dict[str, Any]
+    paths: dict[str, Path]
+    seconds: float
+    summary: str
+
+
+class Timer:
+    """Wall time per named stage; announces each stage on stderr when ``announce``."""
+
+    def __init__(self, announce: bool = False) -> None:
+        self.seconds: dict[str, float] = {}
+        self.announce = announce
+
+    @contextmanager
+    def __call__(self, stage: str, message: str | None = None) -> Iterator[None]:
+        if self.announce and message:
+            tqdm.write(f"reporter: {message}", file=sys.stderr)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _metrics(stream: StreamResult, names: list[str]) -> dict[str, Any]:
+    preds = stream.predictions
+    metrics = classification_metrics(preds.probs, preds.labels, names)
+    correct = preds.preds == preds.labels
+    metrics["confident_mistakes"] = int(((~correct) & (preds.confidence > 0.9)).sum())
+    return metrics
+
+
+def assemble(
+    prep: Prepared,
+    config: AuditConfig,
+    stream: StreamResult,
+    sections: dict[str, SectionResult],
+    *,
+    timings: dict[str, float],
+    shortcut_check: dict[str, Any] | None,
+    argv: list[str],
+) -> dict[str, Any]:
+    """``audit.json`` from the stage results (findings included)."""
+    names = list(prep.bundle.class_names)
+    explanations: dict[str, Any] = {"methods": [], "layers": stream.layers}
+    if stream.layers:
+        explanations.update(
+            methods=method_table(list(config.methods)),
+            seconds_per_image=stream.seconds_per_image,
+            flagged=stream.flagged,
+            flagged_maps=int(sum(v for d in stream.flagged.values() for v in d.values())),
+            galleries=sections["galleries"].section,
+            class_average=sections["class_average"].section,
+            border_summary=border_summary(config, names, stream),
+            record_layer=stream.layers[0],
+        )
+    else:
+        explanations["unavailable"] = UNHOOKABLE
+    audit: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "generated": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+        "title": f"Model audit: {prep.loaded.meta.arch} on {prep.bundle.name}",
+        "model": model_section(prep),
+        "dataset": dataset_section(prep, stream.predictions, shortcut_check),
+        "metrics": _metrics(stream, names),
+        "explanations": explanations,
+        "featvis": sections["featvis"].section if "featvis" in sections else {},
+        "trust": sections["trust"].section if "trust" in sections else {},
+        "findings": [],
+        "skipped": list(prep.bundle.skipped) + list(stream.predictions.skipped),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "environment": environment_section(str(model_device(prep.loaded.model))),
+        "config": config.to_dict(),
+        "command": shlex.join(argv) if argv else None,
+        "model_card": dict(config.model_card),
+    }
+    audit["findings"] = key_findings(audit)
+    return audit
+
+
+def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditResult:
+    """Run the whole audit described by ``config`` and write the bundle and its reports.
+
+    Args:
+        config: The audit configuration.
+        argv: The command line that started the run (recorded in the appendix).
+
+    Returns:
+        An :class:`AuditResult` with the context written to ``audit.json`` and the paths.
+
+    Raises:
+        ReporterError: for bad input; nothing in ``config.out`` is changed then.
+    """
+    progress = not config.quiet
+    timer = Timer(announce=progress)
+    start = time.perf_counter()
+    out = Path(config.out)
+    _check_output_folder(out)
+    torch.manual_seed(config.seed)
+    with timer("setup", "loading the model and data (training if needed)"):
+        prep = prepare(
+            model=config.model,
+            data=config.data,
+            arch=config.arch,
+            train_data=config.train_data,
+            test_data=config.test_data,
+            split=config.split,
+            seed=config.seed,
+            epochs=config.epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            input_size=config.input_size,
+            trust_checkpoint=config.trust_checkpoint,
+            device=config.device,
+            spurious=config.spurious,
+            shortcut=config.shortcut,
+            cache_dir=config.cache_dir,
+            progress=progress,
+        )
+    test = prep.bundle.test
+    indices = audit_indices(len(test), test.labels, config.max_images, config.seed)
+    with timer("explain", f"predicting and explaining {len(indices)} images"):
+        stream = stream_pass(prep, config, indices, progress=progress)
+    if len(stream.predictions.labels) == 0:
+        raise ReporterError(
+            f"None of the {len(indices)} test images could be read; see the reasons with "
+            "`reporter predict MODEL --data ... --json -`."
+        )
+    artifacts = Artifacts()
+    for name, arr in stream.records().items():
+        artifacts.put("records", name, arr)
+    names = list(prep.bundle.class_names)
+    sections: dict[str, SectionResult] = {}
+    if stream.layers:
+        with timer("galleries", "galleries"):
+            sections["galleries"] = galleries(prep, config, stream)
+            sections["class_average"] = class_averages(names, stream)
+        with timer("featvis", "feature visualization"):
+            sections["featvis"] = feature_visualization(prep, config, stream)
+        with timer("trust", "trust checks (sanity, faithfulness, localization, shortcuts)"):
+            sections["trust"] = trust_checks(prep, config, stream)
+    with timer("trust", None):
+        check = shortcut_accuracy(prep, config)
+    for section in sections.values():
+        section.store(artifacts)
+    audit = assemble(
+        prep,
+        config,
+        stream,
+        sections,
+        timings=timer.seconds,
+        shortcut_check=check,
+        argv=argv or [],
+    )
+    with timer("render", f"writing {', '.join(config.formats)} to {out}"):
+        paths = publish_audit(
+            audit,
+            artifacts,
+            out,
+            formats=config.formats,
+            template_dir=config.template_dir,
+            config_toml=config.to_toml(),
+        )
+    summary = (
+        f"{prep.loaded.meta.arch} on {len(stream.predictions.labels)} images of "
+        f"{prep.bundle.name} (accuracy {audit['metrics']['accuracy']:.1%})"
+    )
+    return AuditResult(audit, paths, time.perf_counter() - start, summary)
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse an output folder that cannot be written before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise ReporterError(f"--out {out} is a file; give a folder for the report.")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ReporterError(
+            f"Cannot write the report to {out}: {parent} is a file, not a folder. "
+            "Choose another --out."
+        )
+    if not os.access(parent, os.W_OK):
+        raise ReporterError(f"Cannot write to {parent}: permission denied. Choose another --out.")

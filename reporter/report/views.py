@@ -1,0 +1,166 @@
+"""The pictures of the report, drawn from a bundle: ``audit.json`` numbers and artifact arrays.
+
+:func:`report_figures` returns the ``fig`` mapping the templates read (PNG data URIs, in the
+same nesting as the audit sections). It runs no model, reads no dataset and computes no metric:
+charts come from numbers in ``audit``, tiles and overlays from the arrays the stages stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from reporter.bundle import Artifacts
+from reporter.explain.registry import method_title
+from reporter.report import figures as fg
+
+__all__ = ["report_figures"]
+
+
+def report_figures(audit: dict[str, Any], artifacts: Artifacts) -> dict[str, Any]:
+    """Every figure of the report, as the templates' ``fig`` mapping."""
+    cmap = (audit.get("config") or {}).get("colormap", "viridis")
+    metrics = audit["metrics"]
+    names = list(audit["dataset"]["classes"])
+    figs: dict[str, Any] = {
+        "confusion": fg.confusion_figure(metrics["confusion_matrix"], names),
+        "reliability": fg.reliability_figure(metrics["reliability"], metrics["ece"]),
+        "confidence": _confidence(artifacts),
+        "colorbar": fg.colorbar_uri(cmap),
+    }
+    expl = audit.get("explanations") or {}
+    if expl.get("methods"):
+        figs["gallery"] = _galleries(expl.get("galleries") or {}, artifacts, cmap)
+        figs["class_average"] = _class_averages(
+            expl.get("class_average") or {}, names, artifacts, cmap
+        )
+        figs["featvis"] = _featvis(audit.get("featvis") or {}, artifacts)
+        figs["trust"] = _trust(audit.get("trust") or {}, artifacts, cmap)
+    return figs
+
+
+def _confidence(artifacts: Artifacts) -> str:
+    conf = artifacts.get("records", "confidence")
+    label = artifacts.get("records", "label")
+    pred = artifacts.get("records", "pred")
+    if conf is None or label is None or pred is None:
+        return fg.confidence_histogram(np.zeros(0), np.zeros(0))
+    finite = artifacts.get("records", "finite")
+    keep = finite if finite is not None else np.ones(len(conf), bool)
+    right = (pred == label) & keep
+    return fg.confidence_histogram(conf[right], conf[~right & keep])
+
+
+def _galleries(section: dict[str, Any], artifacts: Artifacts, cmap: str) -> dict[str, Any]:
+    images = artifacts.get("galleries", "images")
+    maps = artifacts.get("galleries", "maps")
+    methods = section.get("methods") or []
+    out: dict[str, Any] = {"classes": {}}
+    for cname, groups in (section.get("classes") or {}).items():
+        out["classes"][cname] = {}
+        for kind, items in groups.items():
+            tiles = []
+            for item in items:
+                r = item["row"]
+                tile: dict[str, Any] = {"original": fg.tile_uri(images[r]), "overlays": {}}
+                for mi, m in enumerate(methods):
+                    tile["overlays"][m] = (
+                        None
+                        if m in item["flagged_methods"]
+                        else fg.tile_uri(fg.overlay(images[r], maps[mi, r], cmap))
+                    )
+                tiles.append(tile)
+            out["classes"][cname][kind] = tiles
+    return out
+
+
+def _class_averages(
+    section: dict[str, Any], names: list[str], artifacts: Artifacts, cmap: str
+) -> dict[str, Any]:
+    images = artifacts.get("class_average", "images")
+    maps = artifacts.get("class_average", "maps")
+    counts = artifacts.get("class_average", "counts")
+    if images is None or maps is None or counts is None:
+        return {}
+    out: dict[str, Any] = {}
+    for mi, m in enumerate(section.get("methods") or []):
+        out[m] = {}
+        for li, layer in enumerate(section.get("layers") or []):
+            out[m][layer] = {
+                cname: (
+                    fg.tile_uri(fg.overlay(images[c], maps[mi, li, c], cmap), min_side=96)
+                    if counts[c] > 0
+                    else None
+                )
+                for c, cname in enumerate(names)
+            }
+    return out
+
+
+def _featvis(section: dict[str, Any], artifacts: Artifacts) -> dict[str, Any]:
+    arrays = artifacts.group("featvis")
+    out: dict[str, Any] = {"layers": {}, "filters": None, "activation_maps": None}
+    if section.get("filters"):
+        out["filters"] = fg.tile_uri(arrays[section["filters"]["array"]], min_side=160)
+    for layer, info in (section.get("layers") or {}).items():
+        channels = {}
+        for ch, c in info["channels"].items():
+            key, i = c["render"]
+            channels[ch] = {
+                "render": fg.tile_uri(arrays[key][i], min_side=96),
+                "examples": [
+                    fg.tile_uri(arrays[e["array"]], min_side=64) for e in c["top_examples"]
+                ],
+            }
+        out["layers"][layer] = {"channels": channels}
+    panel = section.get("activation_maps")
+    if panel:
+        out["activation_maps"] = {
+            "image": fg.tile_uri(arrays["actmap_image"]),
+            "layers": {
+                name: fg.tile_uri(arrays[f"actmap_{j}"], min_side=48)
+                for j, name in enumerate(panel["layers"])
+            },
+        }
+    return out
+
+
+def _trust(section: dict[str, Any], artifacts: Artifacts, cmap: str) -> dict[str, Any]:
+    if not section:
+        return {}
+    out: dict[str, Any] = {}
+    sanity = section.get("sanity") or {}
+    if sanity:
+        out["sanity"] = fg.curves_figure(
+            {
+                method_title(m): [1.0] + [s["spearman"] for s in v["cascade"]]
+                for m, v in sanity.items()
+            },
+            xlabel="share of the network randomized (output first)",
+            ylabel="rank correlation with trained maps",
+            title="Randomization test",
+        )
+    faith = (section.get("faithfulness") or {}).get("methods") or {}
+    if faith:
+        out["deletion"] = fg.curves_figure(
+            {method_title(m): f["deletion_curve"] for m, f in faith.items()},
+            xlabel="share of pixels removed",
+            ylabel="class probability",
+            title="Deletion (lower is better)",
+        )
+        out["insertion"] = fg.curves_figure(
+            {method_title(m): f["insertion_curve"] for m, f in faith.items()},
+            xlabel="share of pixels inserted",
+            ylabel="class probability",
+            title="Insertion (higher is better)",
+        )
+    images = artifacts.get("trust", "evidence_images")
+    maps = artifacts.get("trust", "evidence_maps")
+    evidence: dict[str, list[str]] = {}
+    for cname, s in (section.get("shortcut") or {}).items():
+        rows = [e["row"] for e in s.get("evidence") or [] if "row" in e]
+        if rows and images is not None and maps is not None:
+            evidence[cname] = [fg.tile_uri(fg.overlay(images[r], maps[r], cmap)) for r in rows]
+    out["shortcut_evidence"] = evidence
+    return out

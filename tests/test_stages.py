@@ -1,0 +1,162 @@
+"""The audit stages on small hand-made inputs: no training, no CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reporter.audit.explanations import border_summary, class_averages, select_gallery
+from reporter.audit.findings import key_findings, shortcut_sentence
+from reporter.audit.results import uint8_images, uint8_maps
+from reporter.audit.stream import StreamResult, audit_indices, content_hashes, stats_size
+from reporter.bundle import Artifacts
+from reporter.config import AuditConfig
+from reporter.predict import Predictions
+from reporter.report.views import report_figures
+
+
+def _preds(probs: list[list[float]], labels: list[int]) -> Predictions:
+    return Predictions(
+        probs=np.array(probs, dtype=np.float32),
+        labels=np.array(labels),
+        indices=np.arange(len(labels)) + 100,
+    )
+
+
+def _stream() -> StreamResult:
+    """Two classes, 2x2 stats maps: class 0 lights the top-left corner, class 1 nothing."""
+    preds = _preds([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], [0, 0, 1, 1])
+    sums = torch.zeros(2, 2, 2)
+    sums[0, 0, 0] = 2.0  # two correct images of class 0, each with 1 at the top left
+    return StreamResult(
+        predictions=preds,
+        layers=["conv"],
+        methods=["gradcam"],
+        border={"gradcam": {"conv": np.array([0.1, 0.3, 0.5, 0.7])}},
+        flagged={"gradcam": {"conv": 0}},
+        class_sum={"gradcam": {"conv": sums}},
+        class_count=torch.tensor([2.0, 0.0]),
+        image_sum=torch.ones(2, 3, 2, 2),
+        image_count=torch.tensor([2.0, 2.0]),
+    )
+
+
+def test_audit_indices_take_classes_in_turn() -> None:
+    labels = np.array([0] * 10 + [1] * 2 + [2] * 1)
+    picked = audit_indices(len(labels), labels, 3, seed=0)
+    assert sorted(labels[picked].tolist()) == [0, 1, 2]
+    assert audit_indices(len(labels), labels, None, seed=0).tolist() == list(range(13))
+    assert (audit_indices(13, labels, 5, seed=1) == audit_indices(13, labels, 5, seed=1)).all()
+
+
+def test_stats_size_and_hashes() -> None:
+    assert stats_size((224, 112)) == (64, 32)
+    assert stats_size((16, 16)) == (16, 16)
+    a = torch.rand(3, 3, 8, 8)
+    h = content_hashes(a)
+    assert h.dtype == np.uint64 and len(set(h.tolist())) == 3
+    assert (content_hashes(a + 1e-5) == h).sum() >= 2  # below one grey level: same hash mostly
+
+
+def test_select_gallery_never_shows_non_finite_outputs() -> None:
+    preds = _preds([[0.9, 0.1], [np.nan, np.nan], [0.2, 0.8], [0.7, 0.3]], [0, 0, 1, 1])
+    chosen = select_gallery(preds, 2)
+    shown = {p for groups in chosen.values() for ps in groups.values() for p in ps}
+    assert 1 not in shown
+    assert chosen[0]["most_confident"] == [0]
+    assert chosen[1] == {"most_confident": [2], "least_confident": [], "misclassified": [3]}
+
+
+def test_class_averages_normalise_per_class_and_mark_empty_classes() -> None:
+    result = class_averages(["a", "b"], _stream())
+    maps = result.arrays["maps"]
+    assert maps.shape == (1, 1, 2, 2, 2) and maps.dtype == np.uint8
+    assert maps[0, 0, 0].tolist() == [[255, 0], [0, 0]]
+    assert maps[0, 0, 1].max() == 0  # no correct image of class b
+    assert result.arrays["counts"].tolist() == [2, 0]
+    assert result.section["classes"]["b"]["border_fraction"]["gradcam@conv"] == 0.6
+    assert result.section["classes"]["a"]["correct_images"] == 2
+
+
+def test_border_summary_names_the_class_leaning_on_the_border() -> None:
+    config = AuditConfig(methods=("gradcam",))
+    s = border_summary(config, ["a", "b"], _stream())
+    assert s is not None
+    assert s["class"] == "b" and abs(s["class_value"] - 0.6) < 1e-9
+    assert abs(s["mean"] - 0.4) < 1e-9
+
+
+def test_uint8_conversions() -> None:
+    img = uint8_images(torch.tensor([[[[0.0, 1.0]]]]))  # [1, 1, 1, 2] grey
+    assert img.shape == (1, 1, 2, 3) and img[0, 0, 1].tolist() == [255, 255, 255]
+    assert uint8_maps(np.array([np.nan, 0.5, 2.0])).tolist() == [0, 128, 255]
+
+
+def _audit(shortcut: dict, sanity: dict | None = None) -> dict:
+    return {
+        "metrics": {
+            "n_images": 10,
+            "accuracy": 1.0,
+            "macro_f1": 1.0,
+            "per_class": [{"class": c, "recall": 1.0, "support": 5} for c in ("a", "b")],
+            "confusion_matrix": [[5, 0], [0, 5]],
+            "ece": 0.01,
+            "mean_confidence": 0.99,
+            "reliability": [],
+        },
+        "trust": {"shortcut": shortcut, "sanity": sanity or {}},
+        "explanations": {"methods": [{"name": "gradcam"}]},
+        "skipped": [],
+    }
+
+
+def test_findings_write_the_shortcut_sentence_once_from_numbers() -> None:
+    one = {"method": "gradcam", "basis": "mask", "outside_fraction": 0.61, "object_area": 0.13}
+    findings = key_findings(_audit({"a": {**one, "flagged": True}, "b": {"flagged": False}}))
+    assert findings[0] == shortcut_sentence([("a", one)], 2)
+    assert "61%" in findings[0] and "“a”" in findings[0] and "13%" in findings[0]
+    both = key_findings(
+        _audit(
+            {"a": {**one, "flagged": True}, "b": {**one, "outside_fraction": 0.7, "flagged": True}}
+        )
+    )
+    assert both[0].startswith("Suspected shortcut for 2 of 2 classes (“a” and “b”)")
+    assert "61%–70%" in both[0]
+    assert not any("shortcut" in f for f in key_findings(_audit({"a": {"flagged": False}})))
+
+
+def test_findings_name_failed_sanity_checks() -> None:
+    findings = key_findings(_audit({}, {"eigencam": {"passed": False, "layer": "relu3"}}))
+    assert any(
+        f.startswith("EigenCAM on layer relu3 failed the randomization test") for f in findings
+    )
+
+
+def test_report_figures_from_arrays_alone() -> None:
+    """The report's figures come from a plain dict and arrays: no model, no data."""
+    arts = Artifacts()
+    arts.put("records", "confidence", np.array([0.9, 0.6], np.float32))
+    arts.put("records", "label", np.array([0, 1]))
+    arts.put("records", "pred", np.array([0, 0]))
+    arts.put("galleries", "images", np.zeros((1, 4, 4, 3), np.uint8))
+    arts.put("galleries", "maps", np.full((1, 1, 4, 4), 255, np.uint8))
+    audit = _audit({})
+    audit["dataset"] = {"classes": ["a", "b"]}
+    audit["config"] = {"colormap": "viridis"}
+    audit["explanations"] = {
+        "methods": [{"name": "gradcam"}],
+        "galleries": {
+            "methods": ["gradcam"],
+            "classes": {
+                "a": {"most_confident": [{"row": 0, "flagged_methods": []}]},
+                "b": {"misclassified": [{"row": 0, "flagged_methods": ["gradcam"]}]},
+            },
+        },
+    }
+    figs = report_figures(audit, arts)
+    tile = figs["gallery"]["classes"]["a"]["most_confident"][0]
+    assert tile["original"].startswith("data:image/png;base64,")
+    assert tile["overlays"]["gradcam"].startswith("data:image/png;base64,")
+    assert figs["gallery"]["classes"]["b"]["misclassified"][0]["overlays"]["gradcam"] is None
+    assert figs["class_average"] == {} and figs["trust"] == {"shortcut_evidence": {}}
+    assert figs["confusion"].startswith("data:image/png")
