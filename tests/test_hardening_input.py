@@ -11,16 +11,20 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from torch import nn
 
 from reporter.cli import cli
 from reporter.data.datasets import display_name
+from reporter.metrics import classification_metrics
 from tests.conftest import make_image_folder
 from tests.test_bad_inputs import (
     LEAN,
     assert_ok,
+    assert_user_error,
     audit,
     make_checkpoint,
 )
@@ -128,3 +132,107 @@ def test_device_file_is_listed() -> None:
     assert "device file" in not_a_regular_file(Path("/dev/null"))
     with pytest.raises(ImageReadError, match="device file"):
         read_image("/dev/null")
+
+
+# ------------------------------------------------------- classes without a readable image
+
+
+def _folder_with_unreadable_class(root: Path) -> Path:
+    data = make_image_folder(root, {"a": 3, "b": 3})
+    (data / "c").mkdir()
+    for j in range(3):
+        (data / "c" / f"{j}.png").write_bytes(b"not a png")
+    return data
+
+
+def test_class_with_only_unreadable_images_is_not_a_zero_in_macro_f1(tmp_path: Path) -> None:
+    data = _folder_with_unreadable_class(tmp_path / "data")
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    out = tmp_path / "out"
+    result = audit("--model", str(model), "--data", str(data), "--out", str(out), "--format",
+                   "json", *LEAN)  # fmt: skip
+    assert_ok(result)
+    metrics = _audit_json(out)["metrics"]
+    assert metrics["classes_without_images"] == ["c"]
+    f1 = {row["class"]: row["f1"] for row in metrics["per_class"]}
+    assert metrics["macro_f1"] == pytest.approx((f1["a"] + f1["b"]) / 2)
+
+
+def test_macro_f1_leaves_out_classes_without_images() -> None:
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]])
+    m = classification_metrics(probs, np.array([0, 1]), ["a", "b", "c"])
+    assert m["macro_f1"] == 1.0 and m["classes_without_images"] == ["c"]
+
+
+def test_train_refuses_a_class_without_a_readable_image(tmp_path: Path) -> None:
+    data = _folder_with_unreadable_class(tmp_path / "data")
+    out = tmp_path / "m.pt"
+    args = ["--data", str(data), "--epochs", "1", "--input-size", "16", "--quiet"]
+    result = CliRunner().invoke(cli, ["train", *args, "--out", str(out)])
+    assert_user_error(result, "Class 'c' has no readable training image", "not a readable image")
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ NaN and inf, in and out
+
+
+def _nan_everywhere(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.fill_(float("nan"))
+
+
+def test_all_nan_model_is_not_reported_well_calibrated(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3})
+    model = make_checkpoint(tmp_path / "nan.pt", num_classes=2, edit=_nan_everywhere)
+    out = tmp_path / "out"
+    result = audit("--model", str(model), "--data", str(data), "--out", str(out), "--format",
+                   "html,json", *LEAN)  # fmt: skip
+    assert "Traceback" not in result.output
+    metrics = _audit_json(out)["metrics"]
+    assert metrics["nonfinite_outputs"] == metrics["n_images"] == 6
+    assert metrics["all_outputs_nonfinite"] is True
+    assert metrics["ece"] is None and metrics["mean_confidence"] is None
+    assert metrics["calibrated_images"] == 0 and metrics["accuracy"] == 0.0
+    assert "well calibrated" not in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_calibration_leaves_out_nonfinite_rows() -> None:
+    probs = np.array([[0.9, 0.1], [np.nan, np.nan], [0.3, 0.7]])
+    m = classification_metrics(probs, np.array([0, 0, 1]), ["a", "b"], nonfinite_inputs=2)
+    clean = classification_metrics(probs[[0, 2]], np.array([0, 1]), ["a", "b"])
+    assert m["ece"] == pytest.approx(clean["ece"])
+    assert m["mean_confidence"] == pytest.approx(0.8)
+    assert m["nonfinite_outputs"] == 1 and m["nonfinite_inputs"] == 2
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert sum(b["count"] for b in m["reliability"]) == 2
+
+
+def test_predictions_mark_nonfinite_rows() -> None:
+    from reporter.predict import Predictions
+
+    probs = np.array([[0.9, 0.1], [np.nan, np.nan], [np.inf, 0.0]])
+    skipped = [{"path": "x.tif", "reason": "the image has NaN/inf pixel values"}]
+    preds = Predictions(probs, np.array([0, 0, 1]), np.arange(3), skipped)
+    assert preds.finite.tolist() == [True, False, False]
+    assert preds.nonfinite_outputs == 2 and preds.nonfinite_inputs == 1
+
+
+def test_nan_pixels_in_a_float_tiff_are_skipped_not_blamed_on_the_model(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3})
+    arr = np.random.default_rng(0).random((20, 20), dtype=np.float32)
+    arr[3, 4] = np.nan
+    Image.fromarray(arr, mode="F").save(data / "a" / "nan.tif")
+    arr[3, 4] = np.inf
+    Image.fromarray(arr, mode="F").save(data / "b" / "inf.tif")
+    arr[3, 4] = 0.5
+    Image.fromarray(arr, mode="F").save(data / "b" / "fine.tif")
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    out = tmp_path / "out"
+    result = audit("--model", str(model), "--data", str(data), "--out", str(out), "--format",
+                   "json", *LEAN)  # fmt: skip
+    assert_ok(result)
+    skipped = _skipped(out)
+    assert skipped[str(data / "a" / "nan.tif")] == "the image has NaN/inf pixel values"
+    assert skipped[str(data / "b" / "inf.tif")] == "the image has NaN/inf pixel values"
+    metrics = _audit_json(out)["metrics"]
+    assert metrics["nonfinite_outputs"] == 0 and metrics["n_images"] == 7
