@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from torch import nn
@@ -24,9 +25,11 @@ from tests.conftest import make_image_folder
 from tests.test_bad_inputs import (
     LEAN,
     assert_ok,
+    assert_previous_intact,
     assert_user_error,
     audit,
     make_checkpoint,
+    seed_previous,
 )
 
 
@@ -236,3 +239,182 @@ def test_nan_pixels_in_a_float_tiff_are_skipped_not_blamed_on_the_model(tmp_path
     assert skipped[str(data / "b" / "inf.tif")] == "the image has NaN/inf pixel values"
     metrics = _audit_json(out)["metrics"]
     assert metrics["nonfinite_outputs"] == 0 and metrics["n_images"] == 7
+
+
+# ------------------------------------------------------------------------- TorchScript models
+
+
+class _TupleOut(nn.Module):
+    def __init__(self, channels: int = 3, classes: int = 2) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor):
+        y = self.conv(x)
+        return y.mean((2, 3)), y
+
+
+class _DictOut(_TupleOut):
+    def forward(self, x: torch.Tensor):
+        y = self.conv(x)
+        return {"features": y, "logits": y.mean((2, 3))}
+
+
+class _MapOut(_TupleOut):
+    def forward(self, x: torch.Tensor):
+        return self.conv(x)
+
+
+def _script(module: nn.Module, path: Path, channels: int, meta: bytes | None = None) -> Path:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module.eval(), torch.zeros(1, channels, 16, 16), strict=False)
+        extra = {"reporter_meta.json": meta} if meta is not None else {}
+        torch.jit.save(traced, str(path), _extra_files=extra)
+    return path
+
+
+@pytest.mark.parametrize("module", [_TupleOut(), _DictOut()], ids=["tuple", "dict"])
+def test_torchscript_returning_a_tuple_or_dict_is_audited(tmp_path: Path, module) -> None:
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3})
+    model = _script(module, tmp_path / "m.pt", 3)
+    out = tmp_path / "out"
+    result = audit("--model", str(model), "--data", str(data), "--out", str(out), "--format",
+                   "json", "--input-size", "16", *LEAN)  # fmt: skip
+    assert_ok(result)
+    metrics = _audit_json(out)["metrics"]
+    assert metrics["n_images"] == 6 and metrics["nonfinite_outputs"] == 0
+
+
+def test_torchscript_returning_maps_is_refused(tmp_path: Path, small_folder: Path) -> None:
+    model = _script(_MapOut(), tmp_path / "m.pt", 3)
+    out = tmp_path / "out"
+    seed_previous(out)
+    result = audit("--model", str(model), "--data", str(small_folder), "--out", str(out),
+                   "--input-size", "16", *LEAN)  # fmt: skip
+    assert_user_error(result, "returns a tensor of shape (1, 2, 16, 16)", "[batch, classes]")
+    assert_previous_intact(out)
+
+
+def test_one_channel_torchscript_fed_rgb_converts_the_data(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3})  # RGB
+    model = _script(_DictOut(channels=1), tmp_path / "grey.pt", 1)
+    out = tmp_path / "out"
+    result = audit("--model", str(model), "--data", str(data), "--out", str(out), "--format",
+                   "json", "--input-size", "16", *LEAN)  # fmt: skip
+    assert_ok(result)
+    assert _audit_json(out)["metrics"]["n_images"] == 6
+
+
+def test_four_channel_models_fed_rgb_say_both_counts(tmp_path: Path, small_folder: Path) -> None:
+    scripted = _script(_TupleOut(channels=4, classes=3), tmp_path / "four.ts.pt", 4)
+    checkpoint = make_checkpoint(tmp_path / "four.pt", num_classes=3, channels=4)
+    for model in (scripted, checkpoint):
+        out = tmp_path / "out"
+        seed_previous(out)
+        result = audit("--model", str(model), "--data", str(small_folder), "--out", str(out),
+                       "--input-size", "16", *LEAN)  # fmt: skip
+        assert_user_error(result, "expects 4 input channels", "the data has 3", "1 or 3 channels")
+        assert_previous_intact(out)
+
+
+@pytest.mark.parametrize(
+    ("meta", "fragments"),
+    [
+        (b"{not json", ["reporter_meta.json is not valid JSON"]),
+        (b"\xff\xfe", ["reporter_meta.json is not valid JSON"]),
+        (b"[1, 2]", ["reporter_meta.json", "is a list, not a table"]),
+        (b'{"num_classes": "3"}', ["'num_classes' is '3'", "positive integer"]),
+        (b'{"num_classes": 3, "class_names": ["a", "b"]}', ["2 class names", "outputs 3"]),
+        (b'{"num_classes": 2, "input_size": [0, 0]}', ["'input_size' is [0, 0]"]),
+        (b'{"num_classes": 5, "channels": 3}', ["says the model has 5 classes", "outputs 3"]),
+    ],
+    ids=["bad-json", "not-utf8", "list", "str-classes", "names", "size0", "count"],
+)
+def test_torchscript_metadata_errors_name_file_and_field(
+    tmp_path: Path, small_folder: Path, meta: bytes, fragments: list[str]
+) -> None:
+    model = _script(_TupleOut(classes=3), tmp_path / "m.pt", 3, meta=meta)
+    result = audit("--model", str(model), "--data", str(small_folder), "--out",
+                   str(tmp_path / "out"), *LEAN)  # fmt: skip
+    assert_user_error(result, str(model), *fragments)
+
+
+# -------------------------------------------------------------- reporter checkpoint metadata
+
+
+def _edited_checkpoint(tmp_path: Path, edit) -> Path:
+    path = make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+    return path
+
+
+def _set(key: str, value):
+    def edit(payload: dict) -> None:
+        payload["meta"][key] = value
+
+    return edit
+
+
+def _drop_arch(payload: dict) -> None:
+    del payload["meta"]["arch"]
+
+
+def _meta_is(value):
+    def edit(payload: dict) -> None:
+        payload["meta"] = value
+
+    return edit
+
+
+META_CASES = {
+    "no-arch": (_drop_arch, ["no 'arch'"]),
+    "not-a-dict": (_meta_is(["gapnet", 3]), ["is a list, not a table of fields"]),
+    "classes-str": (_set("num_classes", "3"), ["'num_classes' is '3'", "positive integer"]),
+    "size-zero": (_set("input_size", [0, 0]), ["'input_size' is [0, 0]"]),
+    "size-negative": (_set("input_size", [-4, 16]), ["'input_size' is [-4, 16]"]),
+    "names-2-of-3": (_set("class_names", ["a", "b"]), ["has 2 class names", "outputs 3 classes"]),
+    "std-zero": (_set("std", [0.0]), ["'std' is [0.0]"]),
+    "no-meta": (lambda p: p.pop("meta"), ["without its 'meta'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(META_CASES))
+def test_checkpoint_metadata_errors_name_file_and_field(
+    tmp_path: Path, small_folder: Path, case: str
+) -> None:
+    edit, fragments = META_CASES[case]
+    model = _edited_checkpoint(tmp_path, edit)
+    out = tmp_path / "out"
+    seed_previous(out)
+    result = audit("--model", str(model), "--data", str(small_folder), "--out", str(out), *LEAN)
+    assert_user_error(result, str(model), *fragments)
+    assert_previous_intact(out)
+
+
+@pytest.mark.parametrize("case", ["no-arch", "not-a-dict", "classes-str"])
+def test_layers_on_bad_metadata_is_one_line(tmp_path: Path, case: str) -> None:
+    edit, fragments = META_CASES[case]
+    model = _edited_checkpoint(tmp_path, edit)
+    assert_user_error(CliRunner().invoke(cli, ["layers", str(model)]), str(model), *fragments)
+
+
+def test_trust_checkpoint_on_random_bytes_is_one_line(tmp_path: Path, small_folder: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    for trust in ([], ["--trust-checkpoint"]):
+        result = CliRunner().invoke(cli, ["layers", str(model), *trust])
+        message = assert_user_error(result, str(model), "not a readable PyTorch checkpoint")
+        assert "--trust-checkpoint" not in message  # the flag would not help: not suggested
+        result = audit("--model", str(model), "--data", str(small_folder), "--out",
+                       str(tmp_path / "out"), *trust, *LEAN)  # fmt: skip
+        assert_user_error(result, "not a readable PyTorch checkpoint")
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("small") / "data", {"a": 2, "b": 2, "c": 2})
