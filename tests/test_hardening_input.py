@@ -7,6 +7,7 @@ do not fit, featvis on a folder that cannot be written, and NaN/inf in inputs an
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -418,3 +419,55 @@ def test_trust_checkpoint_on_random_bytes_is_one_line(tmp_path: Path, small_fold
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("small") / "data", {"a": 2, "b": 2, "c": 2})
+
+
+# ---------------------------------------------------------- featvis --out that cannot be written
+
+
+def _featvis(model: Path, out: Path):
+    args = [str(model), "--layer", "features.conv1", "--channels", "0-1", "--steps", "2"]
+    return CliRunner().invoke(cli, ["featvis", *args, "--size", "16", "--quiet", "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.EROFS, "the file system is read-only"), (errno.EACCES, "permission denied")],
+    ids=["erofs", "eacces"],
+)
+def test_featvis_out_not_writable_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str
+) -> None:
+    """Tests run as root, where chmod does not stop a write: the file system answers instead."""
+    import reporter.featvis.cli as featvis_cli
+
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    out = tmp_path / "locked"
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(code, os.strerror(code), str(dir))
+
+    monkeypatch.setattr(featvis_cli.tempfile, "mkstemp", refuse)
+    assert_user_error(_featvis(model, out), f"Cannot write to {out} ({words})", "--out")
+
+
+def test_featvis_disk_full_while_writing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reporter.featvis.cli as featvis_cli
+
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    out = tmp_path / "fv"
+
+    def full(_images, path, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(featvis_cli, "save_grid", full)
+    assert_user_error(_featvis(model, out), "no space left", "--out")
+
+
+def test_featvis_out_below_a_file_is_one_line(tmp_path: Path) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_user_error(_featvis(model, blocker / "fv"), "Cannot write to", "--out")
+    assert_user_error(_featvis(model, blocker), "is a file")
