@@ -112,6 +112,7 @@ def odd_entries_folder(tmp_path: Path) -> Path:
     (data / "a" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
     os.mkfifo(data / "b" / "pipe.jpg")
     (data / "a" / "loop.png").symlink_to(data / "a" / "loop.png")
+    os.mkfifo(data / "loose.png")  # beside the class folders
     return data
 
 
@@ -127,6 +128,7 @@ def test_dangling_symlink_fifo_and_loop_are_listed_not_opened(
     assert "broken symbolic link" in skipped[str(odd_entries_folder / "a" / "dangling.png")]
     assert "named pipe (FIFO)" in skipped[str(odd_entries_folder / "b" / "pipe.jpg")]
     assert "symbolic link" in skipped[str(odd_entries_folder / "a" / "loop.png")]
+    assert "named pipe (FIFO)" in skipped[str(odd_entries_folder / "loose.png")]
     assert _audit_json(out)["dataset"]["audited_images"] == 6
 
 

@@ -187,6 +187,10 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str], list[dict
         )
     for f in loose:
         skipped.append({"path": display_name(f), "reason": "image outside any class folder"})
+    for f in sorted(root.iterdir()):
+        odd = f.suffix.lower() in IMAGE_EXTENSIONS and not_a_regular_file(f)
+        if odd and not f.name.startswith("."):
+            skipped.append({"path": display_name(f), "reason": odd})
     files: list[Path] = []
     labels: list[int] = []
     kept_classes: list[str] = []
