@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from reporter.data.datasets import ImageDataset, make_loader
+from reporter.data.transforms import NONFINITE_PIXELS
 from reporter.hooks import eval_mode
 from reporter.progress import progress_bar
 
@@ -20,10 +21,16 @@ class Predictions:
     """Per-image outputs of a prediction pass (only usable images).
 
     Attributes:
-        probs: Softmax probabilities ``[N, K]`` (NaN rows where the model produced NaN).
+        probs: Softmax probabilities ``[N, K]`` (NaN rows where the model produced NaN or
+            +inf logits for the image).
         labels: True labels ``[N]``.
         indices: Dataset indices ``[N]`` of those images.
-        skipped: Images that could not be read, as ``{"path", "reason"}``.
+        skipped: Images that could not be read, as ``{"path", "reason"}``; images whose pixels
+            hold NaN/inf are skipped here with the reason
+            :data:`~reporter.data.transforms.NONFINITE_PIXELS`, not given to the model.
+
+    Rows that are not finite must stay out of anything that ranks or averages confidence
+    (galleries, calibration): select with :attr:`finite`.
     """
 
     probs: np.ndarray
@@ -32,8 +39,24 @@ class Predictions:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
+    def finite(self) -> np.ndarray:
+        """Boolean ``[N]``: the model's output for the image is finite (usable)."""
+        return np.isfinite(self.probs).all(axis=1)
+
+    @property
+    def nonfinite_outputs(self) -> int:
+        """Images whose output holds NaN/inf (the model's fault)."""
+        return int((~self.finite).sum())
+
+    @property
+    def nonfinite_inputs(self) -> int:
+        """Images skipped because their pixels hold NaN/inf (the data's fault, not the model's)."""
+        return sum(1 for item in self.skipped if item.get("reason") == NONFINITE_PIXELS)
+
+    @property
     def preds(self) -> np.ndarray:
-        """Top-1 predicted class per image."""
+        """Top-1 predicted class per image (0 where the output was not finite: see
+        :attr:`finite`)."""
         safe = np.where(np.isfinite(self.probs), self.probs, -1.0)
         return safe.argmax(axis=1)
 

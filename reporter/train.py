@@ -148,11 +148,35 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+def _check_every_class_read(
+    train: ImageDataset, class_names: list[str], seen: torch.Tensor, skipped: dict[str, str]
+) -> None:
+    """Refuse to go on training when a class had no readable training image."""
+    empty = [c for c in range(len(seen)) if int(seen[c]) == 0]
+    if not empty:
+        return
+    mine = [train.describe(i) for i in range(len(train)) if train.label(i) == empty[0]]
+    example = next((f" (e.g. {p}: {skipped[p]})" for p in mine if p in skipped), "")
+    names = ", ".join(repr(class_names[c]) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
+    raise ReporterError(
+        f"Class {names} has no readable training image: "
+        + (
+            f"its {len(mine)} training file{'s were' if len(mine) != 1 else ' was'} all "
+            f"skipped{example}. "
+            if mine
+            else "the training split has none. "
+        )
+        + "A model cannot learn a class it never sees: fix or replace those images, or remove "
+        "the class folder, then train again."
+    )
+
+
 def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Train ``config.arch`` on ``bundle.train`` and return the model with full metadata.
 
     Raises:
-        ReporterError: when the bundle has no training split.
+        ReporterError: when the bundle has no training split, or a class has no readable
+            training image (checked after the first epoch, which reads every image once).
     """
     from reporter.data.transforms import Preprocess
 
@@ -199,6 +223,7 @@ def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> 
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict[str, float]] = []
     skipped: dict[str, str] = {}
+    seen = torch.zeros(len(bundle.class_names), dtype=torch.long)
     start = time.perf_counter()
     model.train()
     for epoch in range(1, config.epochs + 1):
@@ -220,6 +245,10 @@ def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> 
             total += len(y)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss.detach()) * len(y)
+            if epoch == 1:
+                seen += torch.bincount(batch.labels, minlength=len(seen))
+        if epoch == 1:  # every training image has been read once now
+            _check_every_class_read(bundle.train, bundle.class_names, seen, skipped)
         history.append(
             {"epoch": epoch, "loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)}
         )

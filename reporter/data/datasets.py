@@ -9,6 +9,7 @@ bad files are recorded (path and reason) even when loading runs in worker proces
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,25 @@ __all__ = [
     "ImageDataset",
     "TensorImageDataset",
     "collate",
+    "display_name",
     "make_loader",
 ]
+
+
+def display_name(value: str | os.PathLike[str] | bytes) -> str:
+    """A file or folder name as text that strict UTF-8 (``audit.json``, HTML) can hold.
+
+    Names are bytes on Linux; Python keeps bytes that are not UTF-8 as lone surrogates
+    (``surrogateescape``), which no UTF-8 writer accepts. They are shown as backslash escapes
+    (``caf\\xe9.png``); valid names, unicode included, come back unchanged. Use it for every name
+    that reaches the report; open and hash files by their real path (:func:`os.fsencode`).
+    """
+    text = os.fsdecode(value) if isinstance(value, bytes) else os.fspath(value)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -152,14 +170,11 @@ class FileImageDataset(ImageDataset):
         return np.asarray(self._labels, dtype=np.int64)
 
     def describe(self, index: int) -> str:
-        return str(self.files[index])
+        return display_name(self.files[index])
 
     def relative(self, index: int) -> str:
-        """The path of item ``index`` relative to the data root."""
-        try:
-            return str(self.files[index].relative_to(self.root))
-        except ValueError:
-            return str(self.files[index])
+        """The path of item ``index`` relative to the data root, for display."""
+        return display_name(self.relative_path(self.files[index]))
 
     def load_unit(self, index: int) -> torch.Tensor:
         img = read_image(str(self.files[index]))
@@ -182,10 +197,13 @@ class FileImageDataset(ImageDataset):
                 size = path.stat().st_size
             except OSError:
                 size = -1
-            digest.update(f"{self.relative_path(path)}\0{label}\0{size}\n".encode())
+            # names are bytes on Linux: hash those, not a text form that may not encode
+            digest.update(os.fsencode(self.relative_path(path)))
+            digest.update(f"\0{label}\0{size}\n".encode())
         return digest.hexdigest()[:16]
 
     def relative_path(self, path: Path) -> str:
+        """``path`` relative to the data root (the real name, for opening; not for display)."""
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:

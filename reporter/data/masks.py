@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from reporter.data.datasets import FileImageDataset, ImageDataset
+from reporter.data.datasets import FileImageDataset, ImageDataset, display_name
 from reporter.data.registry import IMAGE_EXTENSIONS
 from reporter.data.transforms import ImageReadError, Preprocess, read_image
 from reporter.errors import ReporterError
@@ -65,14 +65,16 @@ def load_masks(
     out = torch.zeros(len(indices), height, width, dtype=torch.bool)
     missing: list[dict[str, str]] = []
     for row, index in enumerate(indices):
-        relative = dataset.relative(index)
+        relative = dataset.relative_path(dataset.files[index])
         path = _find(root, relative)
         if path is None:
-            missing.append({"path": str(root / relative), "reason": "no mask for this image"})
+            missing.append(
+                {"path": display_name(root / relative), "reason": "no mask for this image"}
+            )
             continue
         try:
             binary = read_image(str(path)).convert("L").point(lambda v: 255 if v else 0)
             out[row] = unit.to_unit(binary)[0] > 0.5
         except ImageReadError as exc:
-            missing.append({"path": str(path), "reason": f"mask unreadable: {exc}"})
+            missing.append({"path": display_name(path), "reason": f"mask unreadable: {exc}"})
     return out, missing

@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reporter.data.datasets import FileImageDataset, ImageDataset, TensorImageDataset
+from reporter.data.datasets import (
+    FileImageDataset,
+    ImageDataset,
+    TensorImageDataset,
+    display_name,
+)
+from reporter.data.transforms import not_a_regular_file
 from reporter.errors import ReporterError
 
 __all__ = [
@@ -142,70 +148,87 @@ def _shapes(seed: int, spurious: float, shortcut: str, size: int) -> DataBundle:
 def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str], list[dict[str, str]]]:
     """Find images in the ImageFolder layout ``root/<class>/**/<image>``.
 
-    Hidden files and folders and ``__MACOSX`` are ignored; files with other extensions and
-    empty class folders are recorded in the returned ``skipped`` list.
+    Hidden files and folders and ``__MACOSX`` are ignored; files with other extensions, entries
+    that are not regular files (broken symbolic links, FIFOs, device files) and empty class
+    folders are recorded in the returned ``skipped`` list. Class names and recorded paths are
+    display forms (:func:`~reporter.data.datasets.display_name`); the returned files are the
+    real paths.
 
     Raises:
         ReporterError: for a missing path, a file instead of a folder, a folder without class
             subfolders or images, or fewer than two classes with images.
     """
+    shown = display_name(root)
     if not root.exists():
-        raise ReporterError(f"Data folder not found: {root}")
+        raise ReporterError(f"Data folder not found: {shown}")
     if not root.is_dir():
         raise ReporterError(
-            f"{root} is a file; --data expects a folder in the layout <folder>/<class>/<image> "
+            f"{shown} is a file; --data expects a folder in the layout <folder>/<class>/<image> "
             "or a registered name (digits, shapes)."
         )
     skipped: list[dict[str, str]] = []
-    classes = sorted(
-        d.name
-        for d in root.iterdir()
-        if d.is_dir() and not d.name.startswith(".") and d.name not in _JUNK_DIRS
+    class_dirs = sorted(
+        (
+            d
+            for d in root.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and d.name not in _JUNK_DIRS
+        ),
+        key=lambda d: d.name,
     )
     loose = [f for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
-    if not classes:
+    if not class_dirs:
         hint = (
             f" It holds {len(loose)} images directly; put them in one subfolder per class."
             if loose
             else ""
         )
         raise ReporterError(
-            f"{root} has no class subfolders. Expected <folder>/<class>/<image>.{hint}"
+            f"{shown} has no class subfolders. Expected <folder>/<class>/<image>.{hint}"
         )
     for f in loose:
-        skipped.append({"path": str(f), "reason": "image outside any class folder"})
+        skipped.append({"path": display_name(f), "reason": "image outside any class folder"})
+    for f in sorted(root.iterdir()):
+        odd = f.suffix.lower() in IMAGE_EXTENSIONS and not_a_regular_file(f)
+        if odd and not f.name.startswith("."):
+            skipped.append({"path": display_name(f), "reason": odd})
     files: list[Path] = []
     labels: list[int] = []
     kept_classes: list[str] = []
-    for name in classes:
+    for class_dir in class_dirs:
         class_files: list[Path] = []
-        for path in sorted((root / name).rglob("*")):
+        for path in sorted(class_dir.rglob("*")):
             rel_parts = path.relative_to(root).parts
             if any(p.startswith(".") or p in _JUNK_DIRS for p in rel_parts):
+                continue
+            odd = not_a_regular_file(path)
+            if odd is not None:
+                skipped.append({"path": display_name(path), "reason": odd})
                 continue
             if not path.is_file():
                 continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append(
                     {
-                        "path": str(path),
+                        "path": display_name(path),
                         "reason": f"not an image file ({path.suffix or 'no'} extension)",
                     }
                 )
                 continue
             class_files.append(path)
         if not class_files:
-            skipped.append({"path": str(root / name), "reason": "empty class folder, ignored"})
+            skipped.append(
+                {"path": display_name(class_dir), "reason": "empty class folder, ignored"}
+            )
             continue
         label = len(kept_classes)
-        kept_classes.append(name)
+        kept_classes.append(display_name(class_dir.name))
         files.extend(class_files)
         labels.extend([label] * len(class_files))
     if not files:
-        raise ReporterError(f"{root} has class folders but no image files in them.")
+        raise ReporterError(f"{shown} has class folders but no image files in them.")
     if len(kept_classes) < 2:
         raise ReporterError(
-            f"{root} has images for only one class ({kept_classes[0]!r}); a classifier audit "
+            f"{shown} has images for only one class ({kept_classes[0]!r}); a classifier audit "
             "needs at least two class folders."
         )
     return files, labels, kept_classes, skipped
@@ -237,7 +260,8 @@ def _folder(path: Path, *, seed: int, test_fraction: float, test_path: Path | No
         t_files, t_labels, t_classes, t_skipped = scan_folder(test_path)
         if t_classes != classes:
             raise ReporterError(
-                f"The train folder {path} and test folder {test_path} have different class "
+                f"The train folder {display_name(path)} and test folder {display_name(test_path)} "
+                "have different class "
                 f"folders ({len(classes)} vs {len(t_classes)}): "
                 f"only in train: {sorted(set(classes) - set(t_classes))[:5]}, "
                 f"only in test: {sorted(set(t_classes) - set(classes))[:5]}."
@@ -254,7 +278,7 @@ def _folder(path: Path, *, seed: int, test_fraction: float, test_path: Path | No
             [files[i] for i in test_idx], [labels[i] for i in test_idx], classes, root=path
         )
     channels, size = _sniff(files)
-    return DataBundle(str(path), classes, train, test, skipped, channels, size)
+    return DataBundle(display_name(path), classes, train, test, skipped, channels, size)
 
 
 def load_dataset(
@@ -308,5 +332,5 @@ def load_dataset(
         files, labels, classes, skipped = scan_folder(path)
         test = FileImageDataset(files, labels, classes, root=path)
         channels, sz = _sniff(files)
-        return DataBundle(str(path), classes, None, test, skipped, channels, sz)
+        return DataBundle(display_name(path), classes, None, test, skipped, channels, sz)
     return _folder(path, seed=seed, test_fraction=test_fraction, test_path=None)

@@ -2,19 +2,58 @@
 
 from __future__ import annotations
 
+import stat
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps
 
-__all__ = ["ImageReadError", "Preprocess", "pil_to_tensor", "read_image", "to_channels"]
+__all__ = [
+    "NONFINITE_PIXELS",
+    "ImageReadError",
+    "Preprocess",
+    "not_a_regular_file",
+    "pil_to_tensor",
+    "read_image",
+    "to_channels",
+]
+
+NONFINITE_PIXELS = "the image has NaN/inf pixel values"
+"""The ``skipped`` reason of a float image (TIFF) holding NaN or infinite pixels."""
 
 
 class ImageReadError(Exception):
     """An image file that cannot be used; the message is the reason recorded in ``skipped``."""
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be an image file, or ``None`` for a regular file (or a folder).
+
+    Looks without opening anything: a FIFO would block a reader forever.
+    """
+    try:
+        mode = path.stat().st_mode  # follows a symbolic link to its target
+    except FileNotFoundError:
+        if path.is_symlink():
+            return "broken symbolic link (its target does not exist)"
+        return "file disappeared while reading"
+    except OSError as exc:
+        if path.is_symlink():
+            return f"symbolic link that cannot be followed ({exc.strerror or exc})"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a regular file; not opened"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file, not a regular file; not opened"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file; not opened"
+    return "not a regular file; not opened"
 
 
 def read_image(path: str) -> Image.Image:
@@ -26,6 +65,9 @@ def read_image(path: str) -> Image.Image:
     """
     # Some libraries (WeasyPrint among them) set ImageFile.LOAD_TRUNCATED_IMAGES = True on
     # import, which would silently fill a truncated file with grey; we want it reported.
+    odd = not_a_regular_file(Path(path))  # never open a FIFO or a device: it can block
+    if odd is not None:
+        raise ImageReadError(odd)
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -63,10 +105,15 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """Convert any Pillow image to a float tensor ``[C, H, W]`` in [0, 1], C in {1, 3}.
 
     Handles 16-bit and float grayscale, palette, alpha (composited on white) and CMYK.
+
+    Raises:
+        ImageReadError: for a float image with NaN or infinite pixels (:data:`NONFINITE_PIXELS`).
     """
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():  # a float TIFF: not the model's fault, not usable
+            raise ImageReadError(NONFINITE_PIXELS)
         lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
         if mode == "I" and arr.max() <= 255 and arr.min() >= 0:
             lo, hi = 0.0, 255.0

@@ -7,10 +7,14 @@ the same building blocks (:func:`reporter.featvis.render`, the accumulators of
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,6 +241,7 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     if opts.steps < 1 or opts.size < 1 or opts.batch_size < 1 or opts.top_k < 1:
         raise ReporterError("--steps, --size, --batch-size and --top-k must be >= 1.")
 
+    _check_writable(Path(opts.out))  # before minutes of rendering, not after
     bundle = None
     if opts.data:
         from reporter.data import load_dataset
@@ -308,60 +313,95 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
         _check_channels(channels, n_channels, opts.layer)
 
     out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
     slug = _slug(layer)
     images, results = _render_chunks(model, layer, channels, opts, meta)
-    initial = torch.cat([r.initial for r in results])
-    final = torch.cat([r.final for r in results])
-    save_grid(images, out / f"{slug}_channels.png")
-    by_channel: dict[int, dict[str, Any]] = {}
-    for i, ch in enumerate(channels):
-        name = f"{slug}_channel_{ch}.png"
-        save_image(images[i], out / name)
-        entry: dict[str, Any] = {
-            "channel": ch,
-            "image": name,
-            "objective_initial": float(initial[i]),
-            "objective_final": float(final[i]),
-        }
-        if top is not None and bundle is not None:
-            top_name = f"{slug}_channel_{ch}_top.png"
-            entry["top_examples"] = _top_examples(top, ch, bundle, rf, out / top_name)
-            entry["top_image"] = top_name
-        by_channel[ch] = entry
-    for row in class_rows:
-        name = f"{slug}_class_{row['class']}.png"
-        picks = [channels.index(ch["channel"]) for ch in row["channels"]]
-        save_grid(images[picks], out / name, nrow=len(picks))
-        row["image"] = name
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        initial = torch.cat([r.initial for r in results])
+        final = torch.cat([r.final for r in results])
+        save_grid(images, out / f"{slug}_channels.png")
+        by_channel: dict[int, dict[str, Any]] = {}
+        for i, ch in enumerate(channels):
+            name = f"{slug}_channel_{ch}.png"
+            save_image(images[i], out / name)
+            entry: dict[str, Any] = {
+                "channel": ch,
+                "image": name,
+                "objective_initial": float(initial[i]),
+                "objective_final": float(final[i]),
+            }
+            if top is not None and bundle is not None:
+                top_name = f"{slug}_channel_{ch}_top.png"
+                entry["top_examples"] = _top_examples(top, ch, bundle, rf, out / top_name)
+                entry["top_image"] = top_name
+            by_channel[ch] = entry
+        for row in class_rows:
+            name = f"{slug}_class_{row['class']}.png"
+            picks = [channels.index(ch["channel"]) for ch in row["channels"]]
+            save_grid(images[picks], out / name, nrow=len(picks))
+            row["image"] = name
 
-    index: dict[str, Any] = {
-        "model": str(opts.model),
-        "layer": layer,
-        "requested_layer": opts.layer,
-        "layer_channels": n_channels,
-        "settings": {**results[0].settings, "batch_size": opts.batch_size},
-        "grid": f"{slug}_channels.png",
-        "channels": [by_channel[ch] for ch in channels],
-    }
-    module = dict(model.named_modules()).get(opts.layer)
-    if isinstance(module, nn.Conv2d):
-        save_image(filter_grid(module), out / f"{slug}_filters.png")
-        index["filters"] = f"{slug}_filters.png"
-    if rf is not None:
-        index["receptive_field"] = rf.to_dict()
-    if class_rows:
-        index["classes"] = class_rows
-    if bundle is not None:
-        index["data"] = {"name": bundle.name, "test_images": top.seen if top else 0}
-        if spatial and len(bundle.test):
-            maps = activation_maps(model, bundle.test[0][0].to(opts.device), [layer])[layer]
-            name = f"{slug}_activations_0.png"
-            save_activation_grid(maps, out / name)
-            index["activation_maps"] = {"index": 0, "image": name}
-    (out / "featvis.json").write_text(json.dumps(index, indent=2))
-    log.info("featvis: wrote %d channel images to %s", len(channels), out)
-    return index
+        index: dict[str, Any] = {
+            "model": str(opts.model),
+            "layer": layer,
+            "requested_layer": opts.layer,
+            "layer_channels": n_channels,
+            "settings": {**results[0].settings, "batch_size": opts.batch_size},
+            "grid": f"{slug}_channels.png",
+            "channels": [by_channel[ch] for ch in channels],
+        }
+        module = dict(model.named_modules()).get(opts.layer)
+        if isinstance(module, nn.Conv2d):
+            save_image(filter_grid(module), out / f"{slug}_filters.png")
+            index["filters"] = f"{slug}_filters.png"
+        if rf is not None:
+            index["receptive_field"] = rf.to_dict()
+        if class_rows:
+            index["classes"] = class_rows
+        if bundle is not None:
+            index["data"] = {"name": bundle.name, "test_images": top.seen if top else 0}
+            if spatial and len(bundle.test):
+                maps = activation_maps(model, bundle.test[0][0].to(opts.device), [layer])[layer]
+                name = f"{slug}_activations_0.png"
+                save_activation_grid(maps, out / name)
+                index["activation_maps"] = {"index": 0, "image": name}
+        (out / "featvis.json").write_text(json.dumps(index, indent=2))
+        log.info("featvis: wrote %d channel images to %s", len(channels), out)
+        return index
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Turn a failure to write into ``out`` (read-only, full, no permission) into one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise ReporterError(_cannot_write(out, exc)) from None
+
+
+def _cannot_write(out: Path, exc: OSError) -> str:
+    reason = {
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    where = exc.filename or out
+    return f"Cannot write to {where} ({reason}). Choose another --out."
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write a probe file in it, or raise a one-line ReporterError."""
+    if out.exists() and not out.is_dir():
+        raise ReporterError(f"--out {out} is a file; give a folder for the images.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".featvis-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ReporterError(_cannot_write(out, exc)) from None
 
 
 def _check_channels(channels: Sequence[int], n_channels: int, layer: str) -> None:

@@ -20,9 +20,7 @@ def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Fraction of images whose true class is among the ``k`` most probable."""
     if len(labels) == 0:
         return float("nan")
-    k = min(k, probs.shape[1])
-    top = np.argpartition(-probs, kth=k - 1, axis=1)[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+    return float(np.mean(_in_top_k(probs, labels, k)))
 
 
 def calibration(
@@ -67,30 +65,51 @@ def calibration(
 
 
 def classification_metrics(
-    probs: np.ndarray, labels: np.ndarray, class_names: list[str], n_bins: int = 15
+    probs: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    n_bins: int = 15,
+    *,
+    nonfinite_inputs: int = 0,
 ) -> dict[str, Any]:
     """All headline and per-class metrics as JSON-ready builtins.
 
-    Images whose probabilities contain NaN (a model that failed on them) count as wrong and
-    are reported in ``nan_predictions``.
+    Images whose probabilities are not all finite (a model that produced NaN or inf for them)
+    count as wrong in accuracy and F1, are left out of calibration (ECE, reliability, mean
+    confidence) and are counted in ``nonfinite_outputs``. A class without any image (none in
+    the test split, or none readable) is listed in ``classes_without_images`` and left out of
+    the macro F1 instead of counting as a zero.
+
+    Args:
+        probs: Softmax probabilities ``[N, K]``.
+        labels: True labels ``[N]``.
+        class_names: One name per class.
+        n_bins: Reliability bins.
+        nonfinite_inputs: Images skipped because their pixels held NaN/inf
+            (:attr:`reporter.predict.Predictions.nonfinite_inputs`); reported as is.
 
     Returns:
-        ``accuracy`` (fraction), ``top5_accuracy`` (when more than 5 classes), ``macro_f1``,
-        ``per_class`` (precision, recall, f1, support per class), ``confusion_matrix``,
-        ``ece``, ``reliability``, confidence summaries and counts.
+        ``n_images``, ``accuracy`` (fraction), ``top5_accuracy`` (when more than 5 classes),
+        ``macro_f1`` (over classes with images), ``per_class`` (precision, recall, f1, support),
+        ``classes_without_images``, ``confusion_matrix``, ``ece`` and ``mean_confidence`` (NaN,
+        written as null, when no image has a finite output), ``calibrated_images``,
+        ``reliability``, confidence summaries, ``nonfinite_outputs`` (also under its older
+        name ``nan_predictions``), ``all_outputs_nonfinite`` and ``nonfinite_inputs``.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = len(class_names)
     n = len(labels)
     bad = ~np.isfinite(probs).all(axis=1) if n else np.zeros(0, dtype=bool)
+    good = ~bad
     safe = np.where(np.isfinite(probs), probs, -1.0)
     preds = safe.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
     confidence = np.where(bad, 0.0, safe.max(axis=1)) if n else np.zeros(0)
-    correct = (preds == labels) & ~bad
-    cm = confusion_matrix(labels[~bad], preds[~bad], num_classes)
+    correct = (preds == labels) & good
+    cm = confusion_matrix(labels[good], preds[good], num_classes)
     per_class = []
     f1s = []
+    without: list[str] = []
     for c, name in enumerate(class_names):
         tp = int(cm[c, c])
         support = int((labels == c).sum())
@@ -100,25 +119,41 @@ def classification_metrics(
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         if support:
             f1s.append(f1)
+        else:
+            without.append(name)
         per_class.append(
             {"class": name, "precision": precision, "recall": recall, "f1": f1, "support": support}
         )
-    ece, bins = calibration(confidence[~bad], correct[~bad], n_bins)
+    calibrated = int(good.sum())
+    ece, bins = calibration(confidence[good], correct[good], n_bins)
+    wrong_ok = ~correct & good
     out: dict[str, Any] = {
         "n_images": n,
         "accuracy": float(correct.mean()) if n else float("nan"),
         "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
         "per_class": per_class,
+        "classes_without_images": without,
         "confusion_matrix": cm.tolist(),
-        "ece": ece,
+        # no finite output at all: calibration is unknown, not perfect
+        "ece": ece if calibrated else float("nan"),
+        "calibrated_images": calibrated,
         "reliability": bins,
-        "mean_confidence": float(confidence.mean()) if n else float("nan"),
+        "mean_confidence": float(confidence[good].mean()) if calibrated else float("nan"),
         "mean_confidence_correct": float(confidence[correct].mean()) if correct.any() else None,
-        "mean_confidence_wrong": (
-            float(confidence[~correct & ~bad].mean()) if (~correct & ~bad).any() else None
-        ),
+        "mean_confidence_wrong": float(confidence[wrong_ok].mean()) if wrong_ok.any() else None,
+        "nonfinite_outputs": int(bad.sum()),
         "nan_predictions": int(bad.sum()),
+        "all_outputs_nonfinite": bool(n) and not calibrated,
+        "nonfinite_inputs": int(nonfinite_inputs),
     }
     if num_classes > 5:
-        out["top5_accuracy"] = top_k_accuracy(safe, labels, 5)
+        out["top5_accuracy"] = (
+            float(np.mean(_in_top_k(safe, labels, 5) & good)) if n else float("nan")
+        )
     return out
+
+
+def _in_top_k(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, probs.shape[1])
+    top = np.argpartition(-probs, kth=k - 1, axis=1)[:, :k]
+    return np.any(top == labels[:, None], axis=1)

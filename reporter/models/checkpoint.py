@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import tempfile
 import warnings
 import zipfile
@@ -39,6 +40,7 @@ from reporter.models.meta import ModelMeta
 __all__ = [
     "CHECKPOINT_FORMAT",
     "LoadedModel",
+    "ScriptedLogits",
     "check_state_dict",
     "load_model",
     "save_checkpoint",
@@ -74,7 +76,67 @@ class LoadedModel:
     @property
     def hookable(self) -> bool:
         """False for TorchScript, whose submodules do not run Python forward hooks."""
-        return not isinstance(self.model, torch.jit.ScriptModule)
+        return not isinstance(self.model, (torch.jit.ScriptModule, ScriptedLogits))
+
+
+_LOGIT_KEYS = ("logits", "out", "output")
+
+
+class ScriptedLogits(nn.Module):
+    """A TorchScript model whose forward returns a tuple, list or dict, seen as returning its
+    logits: the entry ``pick`` (an index, or a key such as ``"logits"`` or ``"out"``).
+
+    Args:
+        scripted: The TorchScript module.
+        pick: Which entry of its output holds the ``[batch, classes]`` logits.
+    """
+
+    def __init__(self, scripted: nn.Module, pick: int | str) -> None:
+        super().__init__()
+        self.scripted = scripted
+        self.pick = pick
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scripted(x)[self.pick]
+
+
+def _logits_entry(output: Any, source: str) -> int | str | None:
+    """Where the ``[batch, classes]`` logits are in a model's output (``None``: the output is
+    them), or a :class:`ReporterError` that says what the model returned."""
+
+    def is_logits(value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and value.dim() == 2
+
+    if isinstance(output, torch.Tensor):
+        if output.dim() == 2:
+            return None
+        raise ReporterError(
+            f"{source}: the model returns a tensor of shape {tuple(output.shape)}; reporter audits "
+            "classifiers whose output is [batch, classes] logits."
+        )
+    if isinstance(output, dict):
+        for key in _LOGIT_KEYS:
+            if is_logits(output.get(key)):
+                return key
+        tensors = [k for k, v in output.items() if is_logits(v)]
+        if len(tensors) == 1:
+            return tensors[0]
+        raise ReporterError(
+            f"{source}: the model returns a dict with keys {sorted(map(str, output))[:8]} and "
+            f"none of {', '.join(_LOGIT_KEYS)} holds [batch, classes] logits. Export a model "
+            "that returns the logits (or a dict with a 'logits' entry)."
+        )
+    if isinstance(output, (tuple, list)):
+        for i, value in enumerate(output):
+            if is_logits(value):
+                return i
+        raise ReporterError(
+            f"{source}: the model returns a {type(output).__name__} of {len(output)} items and "
+            "none is a [batch, classes] tensor of logits. Export a model that returns the logits."
+        )
+    raise ReporterError(
+        f"{source}: the model returns a {type(output).__name__}, not a tensor of logits."
+    )
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -208,24 +270,75 @@ def _torch_load_safe(path: Path, trust_checkpoint: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" not in str(exc) and "Weights only" not in str(exc):
-            raise ReporterError(
-                f"{path} is not a PyTorch checkpoint (it could not be unpickled: {exc})."
-            ) from exc
+        # Only a pickle that names a Python class/function (a whole model object) can be
+        # loaded with --trust-checkpoint; anything else is not a checkpoint at all.
+        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
+            raise ReporterError(_not_a_checkpoint(path, exc)) from None
         if not trust_checkpoint:
             raise ReporterError(
                 f"{path} holds a pickled Python object (for example a whole model saved with "
                 f"torch.save(model)), not just weights. Refusing to load it. {_TRUST_HINT}"
             ) from None
         log.warning("loading %s with full unpickling (--trust-checkpoint)", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ReporterError(
-            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'empty or truncated file'}). "
-            "Expected a reporter checkpoint, a state_dict saved with torch.save, or a "
-            "TorchScript file."
-        ) from exc
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # noqa: BLE001 - any failure of a user's pickle is bad input
+            raise ReporterError(
+                f"{path} could not be unpickled even with --trust-checkpoint "
+                f"({type(exc2).__name__}: {_first_line(exc2)}). The code that saved it (its "
+                "classes and modules) must be importable here."
+            ) from None
+    except Exception as exc:  # noqa: BLE001 - any failure to read a user's file is bad input
+        raise ReporterError(_not_a_checkpoint(path, exc)) from None
+
+
+def _dry_run(
+    model: nn.Module, channels: int, size: tuple[int, int], path: Path, *, adapt: bool
+) -> tuple[Any, int]:
+    """One forward pass of a zero image; returns ``(output, channels that worked)``.
+
+    When the model says it expects another channel count and ``adapt`` is true (nothing in the
+    file says), that count is used instead: the data is then converted to it.
+    """
+    tried: list[int] = []
+    while True:
+        try:
+            with torch.no_grad():
+                return model(torch.zeros(1, channels, *size)), channels
+        except Exception as exc:  # noqa: BLE001 - a user's model failing is bad input
+            tried.append(channels)
+            found = re.search(r"expected input\[[^\]]*\] to have (\d+) channels", str(exc))
+            expects = int(found.group(1)) if found else None
+            if adapt and expects is not None and expects not in tried:
+                log.info("%s expects %d input channels, not %d", path, expects, channels)
+                channels = expects
+                continue
+            detail = _first_line(exc)
+            if expects is not None:
+                detail = f"it expects {expects} input channels, not {channels}"
+            raise ReporterError(
+                f"{path}: the model failed on a dry run with a {channels}x{size[0]}x{size[1]} "
+                f"input ({detail}). Check its input channels and size (--input-size), or store "
+                "them in its reporter_meta.json."
+            ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The informative line of an exception's message (torch's unpickler hides it inside)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "empty or truncated file"
+
+
+def _not_a_checkpoint(path: Path, exc: BaseException) -> str:
+    return (
+        f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+        f"{_first_line(exc)}). Expected a reporter checkpoint, a state_dict saved with "
+        "torch.save, or a TorchScript file."
+    )
 
 
 def load_model(
@@ -250,7 +363,8 @@ def load_model(
         num_classes: Class count when it cannot be read from the file.
         class_names: Class names (override those stored in the checkpoint only when the
             checkpoint has none).
-        channels: Input channels when they cannot be read from the file.
+        channels: Channels of the data (1 grey, 3 RGB), used when the file does not say; a
+            model that takes neither 1 nor 3 channels cannot be fed images and is refused.
         input_size: ``(H, W)`` when the file does not say.
         mean: Normalisation mean when the file does not say.
         std: Normalisation std when the file does not say.
@@ -261,9 +375,48 @@ def load_model(
         A :class:`LoadedModel` with the model in eval mode.
 
     Raises:
-        ReporterError: for a missing file, an unreadable or untrusted file, or weights that do
-            not fit the architecture.
+        ReporterError: for a missing file, an unreadable or untrusted file, metadata of the
+            wrong shape, weights that do not fit the architecture, a model whose output is not
+            logits, or one whose input channels the data cannot be converted to.
     """
+    loaded = _load(
+        path_or_name,
+        arch=arch,
+        num_classes=num_classes,
+        class_names=class_names,
+        channels=channels,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        trust_checkpoint=trust_checkpoint,
+        device=device,
+    )
+    expects = loaded.meta.channels
+    if channels is not None and expects not in (1, 3):
+        data = "grey" if channels == 1 else "RGB"
+        raise ReporterError(
+            f"{loaded.source}: the model expects {expects} input channels and the data has "
+            f"{channels} ({data}). reporter reads images as grey (1 channel) or RGB (3) and "
+            "converts only between those two; audit a model that takes 1 or 3 channels (for "
+            f"example wrap this one in a module that builds its {expects} channels from RGB)."
+        )
+    return loaded
+
+
+def _load(
+    path_or_name: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    channels: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    trust_checkpoint: bool = False,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """``load_model`` without the final check of the input channels."""
     source = str(path_or_name)
     path = Path(source)
     if not path.exists():
@@ -292,9 +445,7 @@ def load_model(
         raise ReporterError(f"{source} is empty (0 bytes); it is not a checkpoint.")
 
     if _is_torchscript(path):
-        return _load_torchscript(
-            path, class_names, channels, input_size, mean, std, num_classes, device
-        )
+        return _load_torchscript(path, class_names, channels, input_size, mean, std, device)
 
     obj = _torch_load_safe(path, trust_checkpoint)
     if isinstance(obj, nn.Module):
@@ -316,10 +467,22 @@ def load_model(
             f"{source} holds a {type(obj).__name__}, not a checkpoint or a state_dict."
         )
     if obj.get("format") == CHECKPOINT_FORMAT:
-        meta = ModelMeta.from_dict(obj["meta"])
+        if "meta" not in obj:
+            raise ReporterError(
+                f"{source} is a reporter checkpoint without its 'meta' (architecture, classes, "
+                "preprocessing); re-save it with `reporter train` or pass the weights with --arch."
+            )
+        state = obj.get("state_dict")
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            raise ReporterError(
+                f"{source} is a reporter checkpoint whose 'state_dict' is not a dict of tensors."
+            )
+        meta = ModelMeta.from_dict(obj["meta"], source=source)
         model = build_model(meta.arch, meta.num_classes, meta.channels)
-        check_state_dict(model, obj["state_dict"], meta.arch)
-        model.load_state_dict(obj["state_dict"])
+        check_state_dict(model, state, meta.arch)
+        model.load_state_dict(state)
         if class_names and not meta.class_names:
             meta.class_names = list(class_names)
         return LoadedModel(model.eval().to(device), meta, source, "reporter")
@@ -367,7 +530,6 @@ def _load_torchscript(
     input_size: tuple[int, int] | None,
     mean: list[float] | None,
     std: list[float] | None,
-    num_classes: int | None,
     device: str | torch.device,
 ) -> LoadedModel:
     extra = {"reporter_meta.json": ""}
@@ -381,25 +543,47 @@ def _load_torchscript(
         raise ReporterError(
             f"{path} looks like TorchScript but could not be loaded: {exc}"
         ) from exc
-    stored = json.loads(extra["reporter_meta.json"]) if extra["reporter_meta.json"] else {}
-    if stored:
-        meta = ModelMeta.from_dict(stored)
-        meta.arch = meta.arch or "torchscript"
+    raw = extra["reporter_meta.json"]
+    stored: Any = None
+    if raw:
+        try:
+            stored = json.loads(raw)
+        except ValueError as exc:  # bad JSON or bytes that are not UTF-8
+            raise ReporterError(
+                f"{path}: its reporter_meta.json is not valid JSON ({exc}). Fix it or save the "
+                "model without it (class names and preprocessing then come from the data)."
+            ) from None
+    meta = (
+        ModelMeta.from_dict(
+            stored, source=f"{path} (reporter_meta.json)", default_arch="torchscript"
+        )
+        if stored is not None
+        else None
+    )
+    size = meta.input_size if meta else tuple(input_size) if input_size else (224, 224)
+    ch = meta.channels if meta else channels or 3
+    output, ch = _dry_run(model, ch, size, path, adapt=meta is None)
+    entry = _logits_entry(output, str(path))
+    logits = output if entry is None else output[entry]
+    outputs = int(logits.shape[-1])
+    if entry is not None:
+        log.info("%s returns a %s; its logits are entry %r", path, type(output).__name__, entry)
+        model = ScriptedLogits(model, entry)
+    if meta is not None:
+        if meta.num_classes != outputs:
+            raise ReporterError(
+                f"{path}: reporter_meta.json says the model has {meta.num_classes} classes "
+                f"({len(meta.class_names)} class names) but the model outputs {outputs}."
+            )
     else:
-        ch = channels or 3
-        size = tuple(input_size) if input_size else (224, 224)
-        if num_classes is None:
-            with torch.no_grad():
-                num_classes = int(model(torch.zeros(1, ch, *size)).shape[-1])
+        names = class_names if class_names and len(class_names) == outputs else None
         meta = _make_meta(
             "torchscript",
-            num_classes,
+            outputs,
             ch,
-            class_names=class_names,
+            class_names=names,
             input_size=size,
             mean=mean,
             std=std,
         )
-    if class_names and not stored:
-        meta.class_names = list(class_names)
     return LoadedModel(model.eval().to(device), meta, str(path), "torchscript")

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from reporter.errors import ReporterError
+
 __all__ = ["ModelMeta"]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -43,11 +59,101 @@ class ModelMeta:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
-        """Build from :meth:`to_dict` output, ignoring unknown keys."""
+    def from_dict(
+        cls, data: Any, *, source: str = "the checkpoint", default_arch: str | None = None
+    ) -> ModelMeta:
+        """Build from :meth:`to_dict` output (unknown keys ignored), checking every field.
+
+        Args:
+            data: The stored metadata.
+            source: The file it came from, for messages.
+            default_arch: Architecture when the metadata names none (TorchScript); without it
+                a missing ``arch`` is an error.
+
+        Raises:
+            ReporterError: one line naming ``source``, the field, its value and what it should
+                be (metadata that is not a dict, no arch, ``num_classes`` not a positive integer,
+                class names that do not match it, ``input_size`` not two positive integers ...).
+        """
+
+        def bad(name: str, value: Any, expected: str) -> ReporterError:
+            return ReporterError(
+                f"{source}: the model metadata field {name!r} is {_shown(value)}; expected "
+                f"{expected}. Fix the metadata or re-save the model with `reporter train`."
+            )
+
+        if not isinstance(data, dict):
+            raise ReporterError(
+                f"{source}: the model metadata is a {type(data).__name__}, not a table of fields "
+                "(expected a dict with arch, num_classes, class_names, input_size, channels, "
+                "mean, std)."
+            )
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        arch = kwargs.get("arch") or default_arch
+        if not isinstance(arch, str) or not arch:
+            if "arch" not in kwargs:
+                raise ReporterError(
+                    f"{source}: the model metadata has no 'arch' (architecture name), so the "
+                    "model cannot be rebuilt. Pass the weights with --arch, or re-save the model "
+                    "with `reporter train`."
+                )
+            raise bad("arch", kwargs.get("arch"), "an architecture name such as 'resnet18'")
+        kwargs["arch"] = arch
+        class_names = kwargs.get("class_names", [])
+        if class_names is None:
+            class_names = []
+        if not isinstance(class_names, (list, tuple)) or not all(
+            isinstance(c, (str, int)) and not isinstance(c, bool) for c in class_names
+        ):
+            raise bad("class_names", class_names, "a list of class names")
+        kwargs["class_names"] = [str(c) for c in class_names]
+        if "num_classes" not in kwargs and class_names:
+            kwargs["num_classes"] = len(class_names)
+        n = kwargs.get("num_classes")
+        if not _is_int(n) or n < 1:
+            raise bad("num_classes", n, "a positive integer")
+        if class_names and len(class_names) != n:
+            raise ReporterError(
+                f"{source}: the metadata has {len(class_names)} class names but the model "
+                f"outputs {n} classes (num_classes = {n}). Give one class name per output."
+            )
+        if not class_names:
+            kwargs["class_names"] = [str(i) for i in range(n)]
         if "input_size" in kwargs:
-            kwargs["input_size"] = tuple(int(s) for s in kwargs["input_size"])
-        kwargs["class_names"] = [str(c) for c in kwargs.get("class_names", [])]
+            size = kwargs["input_size"]
+            if _is_int(size):
+                size = [size, size]
+            if (
+                not isinstance(size, (list, tuple))
+                or len(size) != 2
+                or not all(_is_int(s) and s > 0 for s in size)
+            ):
+                raise bad(
+                    "input_size", kwargs["input_size"], "two positive integers [height, width]"
+                )
+            kwargs["input_size"] = (int(size[0]), int(size[1]))
+        channels = kwargs.get("channels", 1)
+        if not _is_int(channels) or channels < 1:
+            raise bad("channels", channels, "a positive integer (1 grey, 3 RGB)")
+        for key in ("mean", "std"):
+            if key not in kwargs:
+                continue
+            value = kwargs[key]
+            if _is_number(value):
+                value = [value]
+            if (
+                not isinstance(value, (list, tuple))
+                or len(value) not in (1, channels)
+                or not all(_is_number(v) for v in value)
+                or (key == "std" and not all(v > 0 for v in value))
+            ):
+                what = "positive numbers" if key == "std" else "numbers"
+                raise bad(key, kwargs[key], f"a list of 1 or {channels} {what}")
+            kwargs[key] = [float(v) for v in value]
+        for key in ("data_fingerprint", "reporter_version"):
+            if key in kwargs:
+                kwargs[key] = str(kwargs[key])
+        if not isinstance(kwargs.get("extra", {}), dict):
+            kwargs["extra"] = {}
         return cls(**kwargs)
