@@ -275,7 +275,9 @@ def predict(
         progress=not quiet,
     )
     names = prep.loaded.meta.class_names
-    metrics = classification_metrics(preds.probs, preds.labels, names)
+    metrics = classification_metrics(
+        preds.probs, preds.labels, names, nonfinite_inputs=preds.nonfinite_inputs
+    )
     skipped = prep.bundle.skipped + preds.skipped
     metrics["skipped"] = skipped
     if json_out == "-":

@@ -224,4 +224,7 @@ def _check_labels(bundle: DataBundle) -> None:
     if len(labels) == 0:
         raise ReporterError(f"The test split of {bundle.name} is empty.")
     if np.max(labels) >= len(bundle.class_names):
-        raise ReporterError("Data labels exceed the model's classes.")
+        raise ReporterError(
+            f"The test data has labels up to {int(np.max(labels))}, but the model has only "
+            f"{len(bundle.class_names)} classes; give data with the model's classes."
+        )

@@ -160,3 +160,28 @@ def test_report_figures_from_arrays_alone() -> None:
     assert figs["gallery"]["classes"]["b"]["misclassified"][0]["overlays"]["gradcam"] is None
     assert figs["class_average"] == {} and figs["trust"] == {"shortcut_evidence": {}}
     assert figs["confusion"].startswith("data:image/png")
+
+
+def test_findings_for_a_model_with_no_finite_output() -> None:
+    audit = _audit({})
+    audit["metrics"].update(
+        ece=None,
+        mean_confidence=None,
+        accuracy=0.0,
+        all_outputs_nonfinite=True,
+        nonfinite_outputs=10,
+        nonfinite_inputs=2,
+        classes_without_images=["c"],
+    )
+    findings = key_findings(audit)
+    assert findings[0].startswith("The model produced no usable output: all 10")
+    assert not any("calibrated" in f or "confident" in f for f in findings)
+    assert any("2 images held NaN or infinite pixel values" in f for f in findings)
+    assert any("1 class (“c”) has no readable test image" in f for f in findings)
+
+
+def test_findings_count_some_non_finite_outputs() -> None:
+    audit = _audit({})
+    audit["metrics"].update(nonfinite_outputs=3)
+    assert any(f.startswith("The model produced no valid output") and "3 of the 10" in f
+               for f in key_findings(audit))  # fmt: skip

@@ -67,7 +67,7 @@ def select_gallery(preds: Predictions, n: int) -> dict[int, dict[str, list[int]]
     out: dict[int, dict[str, list[int]]] = {}
     conf = preds.confidence
     pred = preds.preds
-    finite = np.isfinite(preds.probs).all(axis=1)
+    finite = preds.finite
     for c in np.unique(preds.labels):
         mine = np.flatnonzero((preds.labels == c) & finite)
         right = mine[pred[mine] == c]

@@ -73,6 +73,14 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
     names = [row["class"] for row in m["per_class"]]
     trust = audit.get("trust") or {}
 
+    if m.get("all_outputs_nonfinite"):
+        # nothing else the report says about this model means anything
+        out.append(
+            f"The model produced no usable output: all {n} of its outputs hold NaN or infinite "
+            "values. No metric, map or check of this report can be read; fix the model or its "
+            "checkpoint first."
+        )
+
     # trust problems come first: they change how everything else must be read
     flagged = [
         (name, v)
@@ -161,8 +169,10 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
             )
         out.append(text + ".")
     ece = m["ece"]
-    gap = m["mean_confidence"] - m["accuracy"]
-    if ece < 0.03:
+    gap = (m["mean_confidence"] - m["accuracy"]) if m.get("mean_confidence") is not None else 0.0
+    if ece is None:
+        pass  # no finite output: said above
+    elif ece < 0.03:
         out.append(f"Confidence is well calibrated (expected calibration error {ece:.3f}).")
     else:
         kind = "over-confident" if gap > 0 else "under-confident"
@@ -190,10 +200,25 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
             f"{flagged} saliency maps were all zero or not a number; they are marked in the "
             "galleries instead of being drawn blank."
         )
-    if m.get("nan_predictions"):
+    bad = m.get("nonfinite_outputs", m.get("nan_predictions", 0))
+    if bad and not m.get("all_outputs_nonfinite"):
         out.append(
-            f"The model produced no valid output (NaN) for {m['nan_predictions']} images; they "
-            "count as errors."
+            f"The model produced no valid output (NaN or infinite values) for {bad} of the {n} "
+            "images; they count as errors and are left out of calibration and the galleries."
+        )
+    if m.get("nonfinite_inputs"):
+        k = m["nonfinite_inputs"]
+        out.append(
+            f"{k} image{'s' if k != 1 else ''} held NaN or infinite pixel values and "
+            f"{'were' if k != 1 else 'was'} skipped: a fault of the data, not of the model."
+        )
+    empty = m.get("classes_without_images") or []
+    if empty:
+        out.append(
+            f"{len(empty)} class{'es' if len(empty) != 1 else ''} ({_names(list(empty))}) "
+            f"{'have' if len(empty) != 1 else 'has'} no readable test image: "
+            f"{'their' if len(empty) != 1 else 'its'} accuracy is unknown, and macro F1 is "
+            "averaged over the other classes."
         )
     skipped = audit.get("skipped") or []
     if skipped:

@@ -88,7 +88,9 @@ class Timer:
 
 def _metrics(stream: StreamResult, names: list[str]) -> dict[str, Any]:
     preds = stream.predictions
-    metrics = classification_metrics(preds.probs, preds.labels, names)
+    metrics = classification_metrics(
+        preds.probs, preds.labels, names, nonfinite_inputs=preds.nonfinite_inputs
+    )
     correct = preds.preds == preds.labels
     metrics["confident_mistakes"] = int(((~correct) & (preds.confidence > 0.9)).sum())
     return metrics

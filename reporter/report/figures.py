@@ -165,7 +165,7 @@ def confusion_figure(cm: Sequence[Sequence[int]], names: Sequence[str]) -> str:
     return figure_uri(fig)
 
 
-def reliability_figure(bins: Sequence[dict], ece: float) -> str:
+def reliability_figure(bins: Sequence[dict], ece: float | None) -> str:
     """Reliability diagram: accuracy vs confidence per bin, with the diagonal and ECE."""
     fig = Figure(figsize=(3.6, 3.3))
     ax = fig.add_subplot()
@@ -182,7 +182,7 @@ def reliability_figure(bins: Sequence[dict], ece: float) -> str:
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence", fontsize=8)
     ax.set_ylabel("accuracy", fontsize=8)
-    ax.set_title(f"ECE = {ece:.3f}", fontsize=9, color=INK)
+    ax.set_title("ECE = n/a" if ece is None else f"ECE = {ece:.3f}", fontsize=9, color=INK)
     ax.legend(fontsize=6.5, frameon=False, loc="upper left")
     _style(ax)
     return figure_uri(fig)

@@ -27,6 +27,10 @@ def _md(text: str) -> str:
     )
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def model_card_markdown(audit: dict[str, Any]) -> str:
     """Render the model card; every number comes from ``audit``."""
     card = audit.get("model_card") or {}
@@ -98,7 +102,7 @@ def model_card_markdown(audit: dict[str, Any]) -> str:
         "|---|---|",
         f"| accuracy | {m['accuracy']:.4f} |",
         f"| macro F1 | {m['macro_f1']:.4f} |",
-        f"| expected calibration error (15 bins) | {m['ece']:.4f} |",
+        f"| expected calibration error (15 bins) | {_number(m['ece'])} |",
     ]
     if m.get("top5_accuracy") is not None:
         lines.append(f"| top-5 accuracy | {m['top5_accuracy']:.4f} |")
