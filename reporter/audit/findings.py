@@ -66,13 +66,30 @@ def shortcut_sentence(flagged: list[tuple[str, dict[str, Any]]], total: int) -> 
 
 
 def key_findings(audit: dict[str, Any]) -> list[str]:
-    """Return the cover page's findings, most important first."""
+    """Return the cover page's findings, most important first: a model with no usable output,
+    then trust problems (they change how everything else must be read), the intervention on a
+    known shortcut, performance, explanation statistics and data problems."""
+    out = _integrity(audit) + _trust(audit)
+    background, other = _shortcut_check(audit)
+    expl = audit.get("explanations") or {}
+    unavailable = (
+        [expl["unavailable"]] if not expl.get("methods") and expl.get("unavailable") else []
+    )
+    return (
+        background
+        + out
+        + other
+        + _performance(audit)
+        + _explanations(audit)
+        + _data(audit)
+        + unavailable
+    )
+
+
+def _integrity(audit: dict[str, Any]) -> list[str]:
     out: list[str] = []
     m = audit["metrics"]
     n = m["n_images"]
-    names = [row["class"] for row in m["per_class"]]
-    trust = audit.get("trust") or {}
-
     if m.get("all_outputs_nonfinite"):
         # nothing else the report says about this model means anything
         out.append(
@@ -81,7 +98,12 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
             "checkpoint first."
         )
 
-    # trust problems come first: they change how everything else must be read
+    return out
+
+
+def _trust(audit: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    trust = audit.get("trust") or {}
     flagged = [
         (name, v)
         for name, v in (trust.get("shortcut") or {}).items()
@@ -98,24 +120,32 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
                 + " failed the randomization test: its maps do not depend on the learned "
                 "weights; do not read them as explanations."
             )
+    return out
 
+
+def _shortcut_check(audit: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The intervention on generated data with a known background shortcut: ``(first, later)``."""
     check = (audit.get("dataset") or {}).get("shortcut_check")
-    if check:
-        kept, absent = check["accuracy_shortcut_kept"], check["accuracy_shortcut_absent"]
-        if kept - absent > 0.1:
-            out.insert(
-                0,
-                (
-                    f"The model relies on the background: its accuracy is {_pct(kept)} when the "
-                    f"background colour matches the class, as it did in training, and "
-                    f"{_pct(absent)} when it does not."
-                ),
-            )
-        else:
-            out.append(
-                f"The background does not carry the decision: accuracy is {_pct(kept)} with "
-                f"the training background shortcut and {_pct(absent)} without it."
-            )
+    if not check:
+        return [], []
+    kept, absent = check["accuracy_shortcut_kept"], check["accuracy_shortcut_absent"]
+    if kept - absent > 0.1:
+        return [
+            f"The model relies on the background: its accuracy is {_pct(kept)} when the "
+            f"background colour matches the class, as it did in training, and "
+            f"{_pct(absent)} when it does not."
+        ], []
+    return [], [
+        f"The background does not carry the decision: accuracy is {_pct(kept)} with "
+        f"the training background shortcut and {_pct(absent)} without it."
+    ]
+
+
+def _performance(audit: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    m = audit["metrics"]
+    n = m["n_images"]
+    names = [row["class"] for row in m["per_class"]]
     out.append(
         f"The model classifies {_pct(m['accuracy'])} of the {n} test images correctly "
         f"(macro F1 {m['macro_f1']:.3f}"
@@ -180,6 +210,11 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
             f"The model is {kind}: its mean confidence is {_pct(m['mean_confidence'])} while its "
             f"accuracy is {_pct(m['accuracy'])} (expected calibration error {ece:.3f})."
         )
+    return out
+
+
+def _explanations(audit: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     expl = audit.get("explanations") or {}
     border = expl.get("border_summary")
     if border:
@@ -200,6 +235,13 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
             f"{flagged} saliency maps were all zero or not a number; they are marked in the "
             "galleries instead of being drawn blank."
         )
+    return out
+
+
+def _data(audit: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    m = audit["metrics"]
+    n = m["n_images"]
     bad = m.get("nonfinite_outputs", m.get("nan_predictions", 0))
     if bad and not m.get("all_outputs_nonfinite"):
         out.append(
@@ -227,8 +269,4 @@ def key_findings(audit: dict[str, Any]) -> list[str]:
             f"{'were' if len(skipped) != 1 else 'was'} skipped; the appendix lists each with "
             "the reason."
         )
-    if not expl.get("methods"):
-        reason = expl.get("unavailable")
-        if reason:
-            out.append(reason)
     return out

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from reporter.config import AuditConfig
 from reporter.data.datasets import make_loader
 from reporter.device import model_device
-from reporter.explain import CamEngine
+from reporter.explain import CamEngine, CamResult
 from reporter.featvis import ClassChannelRelevance, TopKActivations
 from reporter.metrics.trust.shortcut import border_fraction
 from reporter.predict import Predictions, collect_predictions, predict, record_skipped
@@ -31,6 +31,7 @@ __all__ = [
     "BORDER_BAND",
     "RECORD_SIDE",
     "STATS_SIDE",
+    "StreamAccumulator",
     "StreamResult",
     "audit_indices",
     "stream_pass",
@@ -137,6 +138,125 @@ def content_hashes(unit: torch.Tensor) -> np.ndarray:
     )
 
 
+class StreamAccumulator:
+    """The running statistics of the stream pass: fed one batch at a time, finished once.
+
+    Everything it holds is a sum, a count, a top-k or a small per-image record, so two
+    accumulators over disjoint images can be merged.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        channels: int,
+        size: tuple[int, int],
+        methods: list[str],
+        layers: list[str],
+        featvis_layers: list[str],
+        top_k: int,
+    ) -> None:
+        k = num_classes
+        self.size, self.methods, self.layers = size, methods, layers
+        self.featvis_layers = featvis_layers
+        self.probs: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.indices: list[np.ndarray] = []
+        self.hashes: list[np.ndarray] = []
+        self.records: list[np.ndarray] = []
+        self.skipped: list[dict[str, str]] = []
+        self.border: dict[str, dict[str, list[np.ndarray]]] = {
+            m: {layer: [] for layer in layers} for m in methods
+        }
+        self.flagged = {m: dict.fromkeys(layers, 0) for m in methods}
+        self.class_sum = {m: {layer: torch.zeros(k, *size) for layer in layers} for m in methods}
+        self.class_count = torch.zeros(k)
+        self.image_sum = torch.zeros(k, channels, *size)
+        self.image_count = torch.zeros(k)
+        self.topk = {name: TopKActivations(name, k=top_k) for name in featvis_layers}
+        self.relevance: dict[str, ClassChannelRelevance] = {}
+        self.num_classes = k
+
+    def update(
+        self, result: CamResult, labels: torch.Tensor, indices: torch.Tensor, unit: torch.Tensor
+    ) -> None:
+        """Add one batch: the engine's ``result``, true ``labels``, dataset ``indices`` and the
+        images in [0, 1] (``unit``)."""
+        logits = result.logits.float()
+        y = labels
+        self.probs.append(torch.softmax(logits, 1).numpy())
+        self.labels.append(y.numpy())
+        self.indices.append(indices.numpy())
+        correct = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
+        for m in self.methods:
+            for layer in self.layers:
+                up = result.upsampled(m, layer, self.size)  # normalised; NaN maps become 0
+                self.border[m][layer].append(border_fraction(up, border=BORDER_BAND).numpy())
+                self.flagged[m][layer] += int(result.flags[m][layer].sum())
+                self.class_sum[m][layer].index_add_(0, y[correct], up[correct])
+        first = self.layers[0]
+        side = (RECORD_SIDE, RECORD_SIDE)
+        maps = [result.upsampled(m, first, side) for m in self.methods]
+        self.records.append(torch.stack(maps, dim=1).to(torch.float16).numpy())
+        self.class_count.index_add_(0, y[correct], torch.ones(int(correct.sum())))
+        self.hashes.append(content_hashes(unit))
+        small = F.interpolate(
+            unit, size=self.size, mode="bilinear", align_corners=False, antialias=True
+        )
+        self.image_sum.index_add_(0, y, small)
+        self.image_count.index_add_(0, y, torch.ones(len(y)))
+        acts, grads = result.activations, result.gradients
+        for name in self.featvis_layers:
+            a = acts.get(name)
+            if a is None or a.dim() != 4:
+                continue
+            self.topk[name].update(a, indices)
+            # gradients are of the predicted class: on correct images, of the true class
+            if name in grads and correct.any():
+                if name not in self.relevance:
+                    self.relevance[name] = ClassChannelRelevance(self.num_classes, a.shape[1])
+                self.relevance[name].update(a[correct], grads[name][correct], y[correct])
+
+    def finish(self, seconds: float) -> StreamResult:
+        """The :class:`StreamResult` of everything added."""
+        preds = collect_predictions(
+            self.probs, self.labels, self.indices, self.skipped, self.num_classes
+        )
+        empty = np.zeros((0, len(self.methods), RECORD_SIDE, RECORD_SIDE), np.float16)
+        return StreamResult(
+            predictions=preds,
+            layers=self.layers,
+            methods=self.methods,
+            featvis_layers=self.featvis_layers,
+            border={
+                m: {layer: np.concatenate(v) if v else np.zeros(0) for layer, v in d.items()}
+                for m, d in self.border.items()
+            },
+            flagged=self.flagged,
+            class_sum=self.class_sum,
+            class_count=self.class_count,
+            image_sum=self.image_sum,
+            image_count=self.image_count,
+            topk=self.topk,
+            relevance=self.relevance,
+            record_maps=np.concatenate(self.records) if self.records else empty,
+            hashes=np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64),
+            seconds_per_image=seconds / max(1, len(preds.labels)),
+        )
+
+
+def _featvis_layers(config: AuditConfig, engine: CamEngine) -> list[str]:
+    """The layers whose channels the pass tracks (``auto``: the first CAM layer)."""
+    if not (config.featvis_channels > 0 and config.featvis_layers):
+        return []
+    out: list[str] = []
+    for name in config.featvis_layers:
+        resolved = engine.layers[0] if name == "auto" else engine.layer_map.get(name, name)
+        if resolved not in out:
+            out.append(resolved)
+    return out
+
+
 def stream_pass(
     prep: Prepared, config: AuditConfig, indices: np.ndarray, *, progress: bool
 ) -> StreamResult:
@@ -146,10 +266,8 @@ def stream_pass(
     """
     model = prep.loaded.model
     test = prep.bundle.test
-    k = len(prep.bundle.class_names)
     meta = prep.loaded.meta
     device = model_device(model)
-    size = stats_size(meta.input_size)
     start = time.perf_counter()
     if not prep.loaded.hookable:
         preds = predict(
@@ -163,109 +281,33 @@ def stream_pass(
         return StreamResult(preds, [], seconds_per_image=_per_image(start, preds))
 
     loader = make_loader(test, batch_size=config.batch_size, indices=indices.tolist())
-    probs: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    idx: list[np.ndarray] = []
-    hashes: list[np.ndarray] = []
-    records: list[np.ndarray] = []
-    skipped: list[dict[str, str]] = []
-    image_sum = torch.zeros(k, meta.channels, *size)
-    image_count = torch.zeros(k)
-    methods = list(config.methods)
-    featvis_requests = [n for n in config.featvis_layers if n != "auto"]
     want_featvis = config.featvis_channels > 0 and bool(config.featvis_layers)
     with CamEngine(
         model,
         layers=list(config.layers),
-        methods=methods,
+        methods=list(config.methods),
         device=device,
-        record=featvis_requests if want_featvis else [],
+        record=[n for n in config.featvis_layers if n != "auto"] if want_featvis else [],
         input_shape=(meta.channels, *meta.input_size),
     ) as engine:
-        layers = list(engine.layers)
-        fv_layers: list[str] = []
-        if want_featvis:
-            for name in config.featvis_layers:
-                resolved = layers[0] if name == "auto" else engine.layer_map.get(name, name)
-                if resolved not in fv_layers:
-                    fv_layers.append(resolved)
-        border: dict[str, dict[str, list[np.ndarray]]] = {
-            m: {layer: [] for layer in layers} for m in methods
-        }
-        flagged = {m: dict.fromkeys(layers, 0) for m in methods}
-        class_sum = {m: {layer: torch.zeros(k, *size) for layer in layers} for m in methods}
-        class_count = torch.zeros(k)
-        topk = {name: TopKActivations(name, k=config.top_k) for name in fv_layers}
-        relevance: dict[str, ClassChannelRelevance] = {}
+        acc = StreamAccumulator(
+            num_classes=len(prep.bundle.class_names),
+            channels=meta.channels,
+            size=stats_size(meta.input_size),
+            methods=list(config.methods),
+            layers=list(engine.layers),
+            featvis_layers=_featvis_layers(config, engine),
+            top_k=config.top_k,
+        )
         for batch in progress_bar(loader, desc="explain", enabled=progress, unit="batch"):
-            record_skipped(test, batch.skipped, skipped)
+            record_skipped(test, batch.skipped, acc.skipped)
             if len(batch) == 0:
                 continue
             result = engine(batch.images.to(device))
-            logits = result.logits.float()
-            y = batch.labels
-            probs.append(torch.softmax(logits, 1).numpy())
-            labels.append(y.numpy())
-            idx.append(batch.indices.numpy())
-            correct = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
-            for m in methods:
-                for layer in layers:
-                    up = result.upsampled(m, layer, size)  # normalised; NaN maps become 0
-                    border[m][layer].append(border_fraction(up, border=BORDER_BAND).numpy())
-                    flagged[m][layer] += int(result.flags[m][layer].sum())
-                    class_sum[m][layer].index_add_(0, y[correct], up[correct])
-            records.append(
-                torch.stack(
-                    [result.upsampled(m, layers[0], (RECORD_SIDE, RECORD_SIDE)) for m in methods],
-                    dim=1,
-                )
-                .to(torch.float16)
-                .numpy()
+            acc.update(
+                result, batch.labels, batch.indices, prep.preprocess.denormalize(batch.images)
             )
-            class_count.index_add_(0, y[correct], torch.ones(int(correct.sum())))
-            unit = prep.preprocess.denormalize(batch.images)
-            hashes.append(content_hashes(unit))
-            small = F.interpolate(
-                unit, size=size, mode="bilinear", align_corners=False, antialias=True
-            )
-            image_sum.index_add_(0, y, small)
-            image_count.index_add_(0, y, torch.ones(len(y)))
-            acts, grads = result.activations, result.gradients
-            for name in fv_layers:
-                a = acts.get(name)
-                if a is None or a.dim() != 4:
-                    continue
-                topk[name].update(a, batch.indices)
-                # gradients are of the predicted class: on correct images, of the true class
-                if name in grads and correct.any():
-                    if name not in relevance:
-                        relevance[name] = ClassChannelRelevance(k, a.shape[1])
-                    relevance[name].update(a[correct], grads[name][correct], y[correct])
-    preds = collect_predictions(probs, labels, idx, skipped, k)
-    return StreamResult(
-        predictions=preds,
-        layers=layers,
-        methods=methods,
-        featvis_layers=fv_layers,
-        border={
-            m: {layer: np.concatenate(v) if v else np.zeros(0) for layer, v in d.items()}
-            for m, d in border.items()
-        },
-        flagged=flagged,
-        class_sum=class_sum,
-        class_count=class_count,
-        image_sum=image_sum,
-        image_count=image_count,
-        topk=topk,
-        relevance=relevance,
-        record_maps=(
-            np.concatenate(records)
-            if records
-            else np.zeros((0, len(methods), RECORD_SIDE, RECORD_SIDE), np.float16)
-        ),
-        hashes=np.concatenate(hashes) if hashes else np.zeros(0, np.uint64),
-        seconds_per_image=_per_image(start, preds),
-    )
+    return acc.finish(time.perf_counter() - start)
 
 
 def _per_image(start: float, preds: Predictions) -> float:
