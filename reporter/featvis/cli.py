@@ -32,8 +32,8 @@ from reporter.featvis.dataset_views import (
 from reporter.featvis.grids import crop, save_activation_grid, save_grid, save_image
 from reporter.featvis.param import PARAMS
 from reporter.featvis.render import OPTIMIZERS, RenderResult, image_channels_of, render
-from reporter.hooks import ActivationRecorder, eval_mode
-from reporter.layers import trace_layers, unknown_layer_message
+from reporter.nn.hooks import ActivationRecorder, eval_mode, unknown_layer_message
+from reporter.nn.layers import trace_layers
 
 __all__ = ["ChannelList", "FeatvisOptions", "featvis", "parse_channels", "run_featvis"]
 
@@ -224,8 +224,8 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     Raises:
         ReporterError: for bad input (unknown layer, channels out of range, missing data).
     """
-    from reporter.layout import use_channels_last
     from reporter.models import load_model
+    from reporter.nn.memory_format import use_channels_last
 
     if opts.channels is not None and opts.top_for_class is not None:
         raise ReporterError("Give either --channels or --top-for-class, not both.")
