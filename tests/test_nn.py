@@ -125,10 +125,35 @@ def test_engine_opened_per_batch_probes_once(probe_calls: list[tuple[int, ...]])
         assert all(p.is_contiguous() for p in model.parameters())  # put back on every exit
     assert len(probe_calls) == 1
     assert probe_calls[0][1:] == (3, 16, 16)
-    # A smaller last batch has the same per-image shape: no new probe.
-    with CamEngine(model, methods=["gradcam"]) as engine:
-        engine(images[:1])
+    # A smaller last batch has the same per-image shape: no new probe, and no dry run either:
+    # re-entering runs the model once per call and nothing else.
+    batches: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    try:
+        with CamEngine(model, methods=["gradcam"]) as engine:
+            engine(images[:1])
+    finally:
+        handle.remove()
     assert len(probe_calls) == 1
+    assert batches == [1]
+
+
+def test_trace_is_cached_per_model_and_input() -> None:
+    model = conv_relu()
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    first = trace_layers(model, torch.zeros(1, 3, 6, 6))
+    again = trace_layers(model, torch.zeros(4, 3, 6, 6))
+    assert len(calls) == 1
+    assert [(i.name, i.output_shape, i.overwritten_by) for i in first] == [
+        (i.name, i.output_shape, i.overwritten_by) for i in again
+    ]
+    trace_layers(model, torch.zeros(1, 3, 8, 8))
+    assert len(calls) == 2
+    model.relu = nn.ReLU()  # a layer replaced: traced again, and no longer in place
+    infos = trace_layers(model, torch.zeros(1, 3, 6, 6))
+    assert len(calls) == 3
+    assert next(i for i in infos if i.name == "conv").overwritten_by is None
 
 
 def test_probe_runs_on_one_image(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from reporter.errors import ReporterError
+from reporter.nn.cache import PerModelCache, input_key
 from reporter.nn.hooks import eval_mode, first_tensor, unknown_layer_message
 
 __all__ = [
@@ -66,6 +67,10 @@ class LayerInfo:
         return self.kind is not None
 
 
+_TRACES: PerModelCache[list[LayerInfo]] = PerModelCache()
+"""What :func:`trace_layers` found, per model and input (shape, device, dtype)."""
+
+
 def token_grid(n_tokens: int, input_size: tuple[int, int]) -> tuple[int, int, bool] | None:
     """Infer the patch grid of a token sequence from the token count and the input size.
 
@@ -89,8 +94,20 @@ def trace_layers(
 ) -> list[LayerInfo]:
     """Run one forward pass on ``sample`` with a hook on every module and describe each module.
 
-    The model's mode is restored afterwards and every hook removed, also when it raises.
+    The model's mode is restored afterwards and every hook removed, also when it raises. The
+    result is cached per model and per input shape (batch axis excluded), device and dtype
+    (:class:`reporter.nn.cache.PerModelCache`: dropped when a layer or parameter is replaced),
+    so an engine opened once per batch traces once.
     """
+    key = (input_key(sample.shape[1:], sample.device, sample.dtype), leaves_only)
+    cached = _TRACES.get(model, key)
+    if cached is None:
+        cached = _trace(model, sample, leaves_only=leaves_only)
+        _TRACES.put(model, key, cached)
+    return [replace(info) for info in cached]
+
+
+def _trace(model: nn.Module, sample: torch.Tensor, *, leaves_only: bool) -> list[LayerInfo]:
     input_size = (int(sample.shape[-2]), int(sample.shape[-1]))
     infos: dict[str, LayerInfo] = {}
     counter = [0]
