@@ -141,7 +141,7 @@ def _power_iteration(
     the angle to the true eigenvector is at most about ``tol / (1 - lambda_2 / lambda_1)``.
     """
     # Row vectors [B, 1, n]: v^T G is G v for symmetric G, and MKL's batched row-times-matrix
-    # product is about 10x faster than matrix-times-column for these sizes.
+    # product is much faster than matrix-times-column for these sizes (docs/performance.rst).
     n = gram.shape[-1]
     best = gram.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
     vec = torch.gather(gram, 1, best[:, None, None].expand(-1, 1, n))
