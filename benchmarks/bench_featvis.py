@@ -97,7 +97,7 @@ def step_time(
 ) -> float:
     """CPU seconds of one forward (stopped at ``layer``) and input-gradient pass (CPU only)."""
     from reporter.featvis._forward import StopForward, stop_after
-    from reporter.hooks import ActivationRecorder, frozen_parameters
+    from reporter.nn.hooks import ActivationRecorder, frozen_parameters
 
     module = dict(model.named_modules())[layer]
     times = []

@@ -1,4 +1,4 @@
-"""Benchmark the channels-last layout (:mod:`reporter.layout`) against the default, in one process.
+"""Benchmark channels-last (:mod:`reporter.nn.memory_format`) against the default, in one process.
 
 For each model and input size, the same seeded weights and inputs are timed in both layouts:
 an inference forward pass (``predict``, trust metrics), a forward pass plus one
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reporter.layout import use_channels_last
 from reporter.models.build import build_model
+from reporter.nn.memory_format import use_channels_last
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_cam import floor_fn

@@ -160,9 +160,9 @@ def train(
     Example: reporter train --data digits --arch gapnet --epochs 3 --out model.pt
     """
     from reporter.data import Preprocess, load_dataset
-    from reporter.device import resolve_device
     from reporter.metrics import classification_metrics
     from reporter.models import save_checkpoint
+    from reporter.nn.device import resolve_device
     from reporter.predict import predict
     from reporter.train import TrainConfig
     from reporter.train import train as run_train
@@ -251,8 +251,8 @@ def predict(
     input_size: int | None,
 ) -> None:
     """Predict over a data set and print accuracy, per-class metrics and calibration."""
-    from reporter.device import model_device
     from reporter.metrics import classification_metrics
+    from reporter.nn.device import model_device
     from reporter.predict import predict as run_predict
     from reporter.setup import prepare
 
@@ -316,8 +316,8 @@ def layers(
     """List the model's layers with output shapes; '*' marks layers usable for CAMs."""
     import torch
 
-    from reporter.layers import auto_layer, trace_layers
     from reporter.models import load_model
+    from reporter.nn.layers import auto_layer, trace_layers
 
     loaded = load_model(
         model,

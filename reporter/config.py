@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reporter.errors import ReporterError
-from reporter.explain.methods import METHODS
+from reporter.explain.registry import METHODS
 
 __all__ = ["FORMATS", "MODEL_CARD_FIELDS", "AuditConfig", "load_config", "parse_list"]
 

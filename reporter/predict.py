@@ -10,7 +10,7 @@ from torch import nn
 
 from reporter.data.datasets import ImageDataset, make_loader
 from reporter.data.transforms import NONFINITE_PIXELS
-from reporter.hooks import eval_mode
+from reporter.nn.hooks import eval_mode
 from reporter.progress import progress_bar
 
 __all__ = ["Predictions", "collect_predictions", "predict", "record_skipped"]

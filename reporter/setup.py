@@ -19,10 +19,10 @@ import numpy as np
 import reporter
 from reporter.data import DataBundle, Preprocess, load_dataset, registered_datasets
 from reporter.data.datasets import FileImageDataset, ImageDataset, TensorImageDataset
-from reporter.device import resolve_device
 from reporter.errors import ReporterError
-from reporter.layout import use_channels_last
 from reporter.models import LoadedModel, load_model, save_checkpoint
+from reporter.nn.device import resolve_device
+from reporter.nn.memory_format import use_channels_last
 from reporter.train import TrainConfig, TrainResult, train
 
 __all__ = ["Prepared", "align_classes", "default_cache_dir", "prepare"]

@@ -14,10 +14,10 @@ from torch import nn
 from reporter.data.datasets import ImageDataset, make_loader
 from reporter.data.registry import DataBundle
 from reporter.errors import ReporterError
-from reporter.layout import use_channels_last
 from reporter.models.build import build_model, default_input_size
 from reporter.models.checkpoint import LoadedModel, load_model
 from reporter.models.meta import ModelMeta
+from reporter.nn.memory_format import use_channels_last
 from reporter.progress import progress_bar
 
 __all__ = [
@@ -101,7 +101,7 @@ def freeze_up_to(model: nn.Module, layer: str) -> list[str]:
     """Freeze every parameter up to and including module ``layer``; return frozen names."""
     modules = dict(model.named_modules())
     if layer not in modules:
-        from reporter.layers import unknown_layer_message
+        from reporter.nn.hooks import unknown_layer_message
 
         raise ReporterError(unknown_layer_message(model, layer))
     frozen: list[str] = []

@@ -311,7 +311,7 @@ def test_user_errors() -> None:
 def test_inplace_relu_layer_is_resolved(caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True), nn.Conv2d(3, 2, 3))
-    with caplog.at_level(logging.WARNING, logger="reporter.featvis.render"):
+    with caplog.at_level(logging.WARNING, logger="reporter.nn.layers"):
         result = render(model, "0", channels=[0], size=12, steps=3)
     assert "overwritten in place" in caplog.text
     assert result.images.shape == (1, 1, 12, 12)

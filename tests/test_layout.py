@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from reporter.explain import CamEngine
-from reporter.layout import ENV_VAR, channels_last_works, use_channels_last
 from reporter.models.build import build_model
+from reporter.nn.memory_format import ENV_VAR, channels_last_works, use_channels_last
 
 
 class ViewNet(nn.Module):

@@ -81,7 +81,7 @@ def test_reporter_checkpoint_roundtrip(tmp_path: Path) -> None:
 
 
 def test_checkpoint_of_a_channels_last_model_is_stored_contiguous(tmp_path: Path) -> None:
-    from reporter.layout import use_channels_last
+    from reporter.nn.memory_format import use_channels_last
 
     model = GapNet(1, 3).eval()
     assert use_channels_last(model, (1, 1, 16, 16))

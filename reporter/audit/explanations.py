@@ -15,11 +15,11 @@ import torch
 from reporter.audit.results import SectionResult, uint8_images, uint8_maps
 from reporter.audit.stream import BORDER_BAND, StreamResult
 from reporter.config import AuditConfig
-from reporter.device import model_device
 from reporter.errors import ReporterError
 from reporter.explain import explain_batches, normalize_maps
 from reporter.explain.registry import get_method
 from reporter.metrics.trust.shortcut import border_share
+from reporter.nn.device import model_device
 from reporter.predict import Predictions
 from reporter.setup import Prepared
 

@@ -18,9 +18,9 @@ from reporter.audit.explanations import source_of
 from reporter.audit.results import SectionResult, uint8_images
 from reporter.audit.stream import StreamResult
 from reporter.config import AuditConfig
-from reporter.device import model_device
 from reporter.featvis import activation_maps, filter_grid, receptive_field, render
 from reporter.featvis.grids import colorize, crop, image_grid
+from reporter.nn.device import model_device
 from reporter.setup import Prepared
 
 __all__ = ["feature_visualization", "first_conv"]

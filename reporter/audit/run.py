@@ -35,9 +35,9 @@ from reporter.audit.stream import StreamResult, audit_indices, stream_pass
 from reporter.audit.trust import shortcut_accuracy, trust_checks
 from reporter.bundle import SCHEMA_VERSION, Artifacts
 from reporter.config import AuditConfig
-from reporter.device import model_device
 from reporter.errors import ReporterError
 from reporter.metrics import classification_metrics
+from reporter.nn.device import model_device
 from reporter.report.writer import publish_audit
 from reporter.setup import Prepared, prepare
 

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from reporter.config import AuditConfig
 from reporter.data.datasets import make_loader
-from reporter.device import model_device
 from reporter.explain import CamEngine, CamResult
 from reporter.featvis import ClassChannelRelevance, TopKActivations
 from reporter.metrics.trust.shortcut import border_fraction
+from reporter.nn.device import model_device
 from reporter.predict import Predictions, collect_predictions, predict, record_skipped
 from reporter.progress import progress_bar
 from reporter.setup import Prepared

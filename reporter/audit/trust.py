@@ -23,9 +23,9 @@ from reporter.audit.stream import StreamResult
 from reporter.config import AuditConfig
 from reporter.data import load_dataset
 from reporter.data.masks import load_masks
-from reporter.device import model_device
 from reporter.explain import explain_batches
 from reporter.metrics import trust as T
+from reporter.nn.device import model_device
 from reporter.predict import predict
 from reporter.setup import Prepared
 

@@ -2,10 +2,11 @@
 
 One forward pass records the activations of all hooked layers (forward hooks only), then a single
 ``torch.autograd.grad`` of the summed target logits gives the gradients for all of them at once
-(no parameter gradients, no backward hooks). Every gradient method is then pure tensor math
-(:mod:`reporter.explain.methods`) on the same activations and gradients; ``eigencam`` needs no
-gradient, ``scorecam`` runs its masked forward passes in batches under inference mode, and the
-backward pass is skipped when no method (and no recorded layer) needs it.
+(no parameter gradients, no backward hooks). Every map is then pure tensor math
+(:mod:`reporter.explain.mapmath`) on the same activations and gradients; which method needs the
+backward pass, the final linear layer or Score-CAM's masked forward passes (run in batches under
+inference mode) comes from :mod:`reporter.explain.registry`, and the backward pass is skipped
+when no method (and no recorded layer) needs it.
 
 Example:
     >>> with CamEngine(model, layers=["layer3", "layer4"], methods=["gradcam", "eigencam"]) as e:
@@ -18,27 +19,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reporter.errors import ReporterError
-from reporter.explain import methods as M
 from reporter.explain.graphs import GraphedFunction, cuda_graphs_enabled
+from reporter.explain.mapmath import MapMath, split_flat
+from reporter.explain.registry import METHODS, get_method
+from reporter.explain.result import CamResult, as_grid
 from reporter.explain.scorecam import scorecam_scores
 from reporter.explain.targets import TargetSpec, resolve_targets, target_scores
-from reporter.hooks import ActivationRecorder, eval_mode, first_tensor, frozen_parameters
-from reporter.layers import (
-    LayerInfo,
-    resolve_layers,
-    token_grid,
-    trace_layers,
-    unknown_layer_message,
+from reporter.nn.device import model_devices, resolve_device
+from reporter.nn.hooks import (
+    ActivationRecorder,
+    eval_mode,
+    first_tensor,
+    frozen_parameters,
+    modules_by_name,
 )
-from reporter.layout import (
+from reporter.nn.layers import LayerInfo, resolve_layers, trace_layers
+from reporter.nn.memory_format import (
     channels_last_works,
     restore_weights,
     to_channels_last,
@@ -46,181 +48,9 @@ from reporter.layout import (
     weights_to_channels_last,
 )
 
-__all__ = [
-    "CamEngine",
-    "CamResult",
-    "explain_batches",
-    "normalize_maps",
-    "tokens_to_grid",
-    "upsample_maps",
-]
+__all__ = ["CamEngine"]
 
 log = logging.getLogger(__name__)
-
-_GRADIENT_FREE = frozenset({"cam", "eigencam", "scorecam"})
-
-
-def normalize_maps(maps: Tensor) -> Tensor:
-    """Min-max normalise each map to ``[0, 1]``; NaN/inf become 0 and constant maps become 0.
-
-    Args:
-        maps: ``[..., H, W]`` maps (any leading axes).
-
-    Returns:
-        A new float tensor of the same shape.
-    """
-    x = torch.nan_to_num(maps.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    flat = x.reshape(-1, x.shape[-2] * x.shape[-1])
-    lo = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - lo
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    out = torch.where(span > 0, (flat - lo) / safe, torch.zeros_like(flat))
-    return out.reshape(x.shape)
-
-
-def _size_keeping_aspect(size: int | Sequence[int], input_size: tuple[int, int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        height, width = input_size
-        short = min(height, width)
-        return max(1, round(height * size / short)), max(1, round(width * size / short))
-    h, w = (int(s) for s in size)
-    return h, w
-
-
-def upsample_maps(maps: Tensor, size: int | Sequence[int]) -> Tensor:
-    """Bilinearly upsample maps ``[B, h, w]`` (or ``[h, w]``) to ``size``.
-
-    Args:
-        maps: Maps at the layer's resolution.
-        size: ``(H, W)``, or an int for the shorter side (the longer follows the maps' aspect).
-
-    Returns:
-        Float maps ``[B, H, W]`` (``[H, W]`` for a single map). Uses half-pixel centres
-        (``align_corners=False``), like OpenCV's ``resize``.
-    """
-    single = maps.dim() == 2
-    x = maps.float().reshape(-1, 1, maps.shape[-2], maps.shape[-1])
-    target = _size_keeping_aspect(size, (int(maps.shape[-2]), int(maps.shape[-1])))
-    if target != (int(x.shape[-2]), int(x.shape[-1])):
-        x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
-    x = x[:, 0]
-    return x[0] if single else x
-
-
-def tokens_to_grid(tokens: Tensor, input_size: tuple[int, int]) -> Tensor:
-    """Reshape transformer tokens ``[B, 1+N, C]`` or ``[B, N, C]`` to ``[B, C, gh, gw]``.
-
-    The class token (when ``N + 1`` tokens fit the patch grid) is dropped; the grid follows from
-    the token count and the input size (:func:`reporter.layers.token_grid`).
-
-    Raises:
-        ReporterError: when the token count matches no patch grid of ``input_size``.
-    """
-    grid = token_grid(int(tokens.shape[1]), input_size)
-    if grid is None:
-        raise ReporterError(
-            f"Cannot map {tokens.shape[1]} tokens onto a patch grid of an input of size "
-            f"{input_size}; choose a layer with a spatial output."
-        )
-    gh, gw, has_cls = grid
-    body = tokens[:, 1:] if has_cls else tokens
-    return body.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2)
-
-
-def _as_grid(tensor: Tensor, input_size: tuple[int, int]) -> Tensor:
-    if tensor.dim() == 4:
-        return tensor
-    if tensor.dim() == 3:
-        return tokens_to_grid(tensor, input_size)
-    raise ReporterError(f"A hooked layer produced shape {tuple(tensor.shape)}, not [B, C, h, w].")
-
-
-@dataclass
-class CamResult:
-    """What one :class:`CamEngine` call returns. Everything public is on the CPU.
-
-    Attributes:
-        maps: ``maps[method][layer]`` is a float tensor ``[B, h, w]`` at the layer's resolution,
-            after the method's ReLU, not normalised.
-        flags: ``flags[method][layer]`` is a bool tensor ``[B]``, True where the map is all zero
-            or holds NaN/inf (such a map must not be drawn as if it were a real, blank answer).
-        logits: The model's output ``[B, K]`` from the same forward pass.
-        targets: The explained class of each image, ``[B]`` long.
-        input_size: ``(H, W)`` of the input images.
-        layers: The resolved layer names, in the requested order (``auto`` and in-place outputs
-            resolved), which key ``maps[method]``.
-    """
-
-    maps: dict[str, dict[str, Tensor]]
-    flags: dict[str, dict[str, Tensor]]
-    logits: Tensor
-    targets: Tensor
-    input_size: tuple[int, int]
-    layers: list[str]
-    _raw_activations: dict[str, Tensor] = field(default_factory=dict, repr=False)
-    _raw_gradients: dict[str, Tensor] = field(default_factory=dict, repr=False)
-    _cpu_activations: dict[str, Tensor] | None = field(default=None, repr=False)
-    _cpu_gradients: dict[str, Tensor] | None = field(default=None, repr=False)
-
-    @property
-    def methods(self) -> list[str]:
-        """The computed method names."""
-        return list(self.maps)
-
-    @property
-    def predictions(self) -> Tensor:
-        """The predicted class of each image, ``[B]``."""
-        return self.logits.argmax(dim=1)
-
-    @property
-    def activations(self) -> dict[str, Tensor]:
-        """Detached CPU activations ``[B, C, h, w]`` of every hooked layer (``record`` too).
-
-        Copied from the device on first access only.
-        """
-        if self._cpu_activations is None:
-            self._cpu_activations = {k: v.cpu() for k, v in self._raw_activations.items()}
-        return self._cpu_activations
-
-    @property
-    def gradients(self) -> dict[str, Tensor]:
-        """Detached CPU gradients of the target scores, like :attr:`activations`.
-
-        Empty when no backward pass ran (only gradient-free methods and no ``record`` layers).
-        """
-        if self._cpu_gradients is None:
-            self._cpu_gradients = {k: v.cpu() for k, v in self._raw_gradients.items()}
-        return self._cpu_gradients
-
-    def upsampled(
-        self,
-        method: str,
-        layer: str,
-        size: int | Sequence[int] | None = None,
-        normalize: bool = True,
-    ) -> Tensor:
-        """A map upsampled (bilinear) to the input size or ``size``, normalised per image.
-
-        Args:
-            method: A computed method name.
-            layer: A resolved layer name (see :attr:`layers`).
-            size: ``(H, W)``; an int for the shorter side with the input's aspect ratio kept;
-                ``None`` for the input size.
-            normalize: Min-max normalise each map to ``[0, 1]`` (NaN-safe).
-
-        Returns:
-            ``[B, H, W]`` float maps.
-        """
-        try:
-            maps = self.maps[method][layer]
-        except KeyError:
-            raise ReporterError(
-                f"No map for method {method!r} and layer {layer!r}; computed methods: "
-                f"{', '.join(self.maps)}; layers: {', '.join(self.layers)}."
-            ) from None
-        target = self.input_size if size is None else _size_keeping_aspect(size, self.input_size)
-        out = upsample_maps(maps, target)
-        return normalize_maps(out) if normalize else out
 
 
 class _GradRecorder(ActivationRecorder):
@@ -262,7 +92,7 @@ class CamEngine:
         model: A classifier returning logits ``[B, K]``.
         layers: Dotted module names (``"layer4"``, ``"layer4.1.conv2"``) and/or ``"auto"`` (the
             last layer with a spatial output, found by a dry run and logged).
-        methods: Names from :data:`reporter.explain.METHODS`.
+        methods: Names from :data:`reporter.explain.registry.METHODS`.
         device: Where to compute; default: the model's device if it is not the CPU, else CUDA
             when available, else the CPU. The model is moved there while the engine is open
             and moved back on close.
@@ -272,10 +102,12 @@ class CamEngine:
         input_shape: ``(C, H, W)`` of the inputs; with it the layers are resolved (one dry run)
             and hooked on ``__enter__``, otherwise on the first call.
         channels_last: Feed the model channels-last (NHWC) inputs, which oneDNN's CPU
-            convolutions run 1.06-1.47x faster. ``None`` (default): on the CPU, when a probe
-            forward pass on the first call shows the model gives the same logits that way
-            (:mod:`reporter.layout`). While the engine is open (``with``) the model's 4-D
-            weights are stored channels-last too, and put back on exit; values never change.
+            convolutions run faster (:doc:`performance`). ``None`` (default): on the CPU, when
+            a probe forward pass shows the model gives the same logits that way
+            (:mod:`reporter.nn.memory_format`; the verdict is cached per model, so opening an
+            engine once per batch probes once). While the engine is open (``with``) the
+            model's 4-D weights are stored channels-last too, and put back on exit; values
+            never change.
         cuda_graphs: On CUDA, replay the map math (everything after the backward pass) as
             recorded CUDA graphs, one per batch shape, checked against an eager run when
             recorded (:mod:`reporter.explain.graphs`). ``None`` (default): on, unless
@@ -309,22 +141,16 @@ class CamEngine:
         self.record_requests = _split_names(record)
         self.methods = list(dict.fromkeys(_split_names(methods)))
         if not self.methods:
-            raise ReporterError(f"No CAM method given; choose from: {', '.join(M.METHODS)}.")
-        unknown = [m for m in self.methods if m not in M.METHODS]
-        if unknown:
-            raise ReporterError(
-                f"Unknown CAM method {unknown[0]!r}. Valid methods: {', '.join(M.METHODS)}."
-            )
-        names = [n for n, _ in model.named_modules() if n]
-        for name in self.layer_requests + self.record_requests:
-            if name != "auto" and name not in names:
-                raise ReporterError(unknown_layer_message(model, name, names))
-        if "cam" in self.methods and not any(isinstance(m, nn.Linear) for m in model.modules()):
+            raise ReporterError(f"No CAM method given; choose from: {', '.join(METHODS)}.")
+        self._specs = [get_method(m) for m in self.methods]
+        named = [n for n in self.layer_requests + self.record_requests if n != "auto"]
+        modules_by_name(model, named)  # unknown names fail here, before any hook
+        if self._needs_head and not any(isinstance(m, nn.Linear) for m in model.modules()):
             raise ReporterError(_cam_error("the model has no nn.Linear layer"))
         if scorecam_batch < 1:
             raise ReporterError(f"scorecam_batch must be at least 1, got {scorecam_batch}.")
         self.scorecam_batch = int(scorecam_batch)
-        self.device = _choose_device(model, device)
+        self.device = resolve_device(device, model=model)
         self.input_shape = tuple(int(s) for s in input_shape) if input_shape else None
         self.layers: list[str] = []
         self.recorded: list[str] = []
@@ -334,7 +160,7 @@ class CamEngine:
         self._cam_checked: set[str] = set()
         self._recorder: _GradRecorder | None = None
         self._nhwc_weights: list[nn.Parameter] = []
-        self._math: _MapMath | None = None
+        self._math: MapMath | None = None
         self._graphed: GraphedFunction | None = None
         self._home: torch.device | None = None
         self._entered = False
@@ -371,8 +197,8 @@ class CamEngine:
             self._restore_model()
 
     def _move_model(self) -> None:
-        current = _model_device(self.model)
-        if current is not None and current != self.device:
+        devices = model_devices(self.model)
+        if len(devices) == 1 and (current := devices.pop()) != self.device:
             self._home = current
             self.model.to(self.device)
 
@@ -384,7 +210,11 @@ class CamEngine:
     # -- setup -----------------------------------------------------------------------------
     @property
     def _needs_grad(self) -> bool:
-        return bool(M.GRADIENT_METHODS.intersection(self.methods)) or bool(self.record_requests)
+        return any(s.needs_gradients for s in self._specs) or bool(self.record_requests)
+
+    @property
+    def _needs_head(self) -> bool:
+        return any(s.kind == "head" for s in self._specs)
 
     def _setup(self, sample: Tensor) -> None:
         """Dry run: resolve ``auto``, in-place outputs and record layers; find the final Linear."""
@@ -395,7 +225,7 @@ class CamEngine:
             self.layer_map[name] = resolve_layers(self.model, [name], sample, infos=infos)[0][0]
         self.layers = list(dict.fromkeys(self.layer_map[n] for n in self.layer_requests))
         self.recorded = list(dict.fromkeys(self.layer_map[n] for n in self.record_requests))
-        if "cam" in self.methods:
+        if self._needs_head:
             linears = [i for i in infos if i.type == "Linear" and i.calls >= 1]
             if linears:
                 last = max(linears, key=lambda i: i.order)
@@ -403,7 +233,7 @@ class CamEngine:
                 if isinstance(module, nn.Linear):
                     self._fc = module
         self._infos = infos
-        self._math = _MapMath(self.methods, len(self.layers))
+        self._math = MapMath(self.methods, len(self.layers))
         self._graphed = GraphedFunction(self._math, enabled=self.cuda_graphs)
         keeps_weights = self._entered and self.device.type == "cpu"
         if self.channels_last is None and keeps_weights:
@@ -516,14 +346,14 @@ class CamEngine:
 
         with torch.no_grad():
             logits = logits.detach()
-            acts = {n: _as_grid(raw[n].detach(), input_size).float() for n in hooked}
-            grid_grads = {n: _as_grid(g, input_size).float() for n, g in grads.items()}
+            acts = {n: as_grid(raw[n].detach(), input_size).float() for n in hooked}
+            grid_grads = {n: as_grid(g, input_size).float() for n, g in grads.items()}
             del raw, grads
             inputs = [acts[layer] for layer in self.layers]
             assert self._math is not None and self._graphed is not None
             if self._math.grad_methods:
                 inputs += [grid_grads[layer] for layer in self.layers]
-            if "scorecam" in self.methods:
+            if self._math.needs_scores:
                 inputs += [
                     scorecam_scores(
                         self._logits_of,
@@ -535,14 +365,14 @@ class CamEngine:
                     for layer in self.layers
                 ]
             inputs += [logits, target_idx]
-            if "cam" in self.methods:
+            if self._math.needs_head:
                 inputs.append(self._cam_weight(acts, logits))
             flat = self._graphed(*inputs)
             if flat.device.type != "cpu":
                 flat = flat.cpu()
             elif self._graphed.replayed_last:
                 flat = flat.clone()  # a recorded graph's output is overwritten by the next call
-            maps, flags, logits_cpu, targets_cpu = _split_flat(
+            maps, flags, logits_cpu, targets_cpu = split_flat(
                 flat,
                 self.methods,
                 self.layers,
@@ -598,89 +428,12 @@ class CamEngine:
         return weight
 
 
-class _MapMath:
-    """The engine's pure tensor math for one batch: every map, in one flat buffer.
-
-    Called with the activations of each layer, then (when needed) their gradients, then the
-    Score-CAM target scores ``[B, C]`` of each layer, then the logits and targets, then the
-    final linear weight for ``cam``. Returns the maps (layer by layer, methods in order),
-    logits and targets concatenated, so the results reach the CPU with one copy. It never
-    synchronises with the host, so :class:`~reporter.explain.graphs.GraphedFunction` can
-    record it as a CUDA graph.
-    """
-
-    def __init__(self, methods: Sequence[str], n_layers: int) -> None:
-        self.methods = list(methods)
-        self.n_layers = n_layers
-        self.grad_methods = [m for m in self.methods if m in M.GRADIENT_METHODS]
-
-    def __call__(self, *tensors: Tensor) -> Tensor:
-        n = self.n_layers
-        it = iter(tensors)
-        acts = [next(it) for _ in range(n)]
-        grads = [next(it) for _ in range(n)] if self.grad_methods else [None] * n
-        scores = [next(it) for _ in range(n)] if "scorecam" in self.methods else [None] * n
-        logits, targets = next(it), next(it)
-        rows = next(it)[targets] if "cam" in self.methods else None
-        parts: list[Tensor] = []
-        for a, g, sc in zip(acts, grads, scores, strict=True):
-            computed = M.gradient_maps(a, g, self.grad_methods) if g is not None else {}
-            for method in self.methods:
-                if method in computed:
-                    value = computed[method]
-                elif method == "eigencam":
-                    value = M.eigencam(a, M.EIGEN_TOL if a.device.type == "cpu" else None)
-                elif method == "cam":
-                    assert rows is not None
-                    value = M.cam(a, rows)
-                else:
-                    assert method == "scorecam" and sc is not None
-                    value = M.scorecam(a, sc)
-                parts.append(value.reshape(-1))
-        parts += [logits.float().reshape(-1), targets.to(logits.device).float().reshape(-1)]
-        return torch.cat(parts)
-
-
 def _cam_error(reason: str) -> str:
     return (
         f"Method 'cam' needs a network that ends in global average pooling of the chosen layer "
         f"and one linear layer, but {reason}. Use 'gradcam' instead (it equals CAM up to a "
         "constant factor on such networks and works on any architecture)."
     )
-
-
-def _flags_of(stacked: Tensor) -> Tensor:
-    """``[M, B, n]`` maps -> ``[M, B]`` bool: all zero, or holding NaN/inf."""
-    return (~torch.isfinite(stacked)).any(dim=2) | (stacked == 0).all(dim=2)
-
-
-def _split_flat(
-    flat: Tensor,
-    methods: list[str],
-    layers: list[str],
-    shapes: list[tuple[int, ...]],
-    logits_shape: tuple[int, ...],
-) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Tensor]], Tensor, Tensor]:
-    """Cut :class:`_MapMath`'s flat CPU buffer into maps, flags, logits and targets.
-
-    All methods of a layer share a shape, so the flags take a few vectorised operations per
-    layer instead of several per map.
-    """
-    maps: dict[str, dict[str, Tensor]] = {m: {} for m in methods}
-    flags: dict[str, dict[str, Tensor]] = {m: {} for m in methods}
-    pos = 0
-    for layer, shape in zip(layers, shapes, strict=True):
-        size = int(torch.Size(shape).numel())
-        block = flat[pos : pos + size * len(methods)].reshape(len(methods), shape[0], -1)
-        layer_flags = _flags_of(block)
-        for i, m in enumerate(methods):
-            maps[m][layer] = block[i].reshape(shape)
-            flags[m][layer] = layer_flags[i]
-        pos += size * len(methods)
-    n_logits = int(torch.Size(logits_shape).numel())
-    logits = flat[pos : pos + n_logits].reshape(logits_shape)
-    targets = flat[pos + n_logits : pos + n_logits + logits_shape[0]].long()
-    return maps, flags, logits, targets
 
 
 def _split_names(names: Sequence[str] | str) -> list[str]:
@@ -690,71 +443,3 @@ def _split_names(names: Sequence[str] | str) -> list[str]:
     for item in names:
         out.extend(part.strip() for part in str(item).split(",") if part.strip())
     return out
-
-
-def _model_device(model: nn.Module) -> torch.device | None:
-    devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
-    return devices.pop() if len(devices) == 1 else None
-
-
-def _choose_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        try:
-            chosen = torch.device(device)
-        except RuntimeError as exc:
-            raise ReporterError(f"Unknown device {device!r}: {exc}") from exc
-    else:
-        current = _model_device(model)
-        if current is not None and current.type != "cpu":
-            return current
-        chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if chosen.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ReporterError("CUDA was requested but is not available; use --device cpu.")
-        if chosen.index is None:
-            chosen = torch.device("cuda", torch.cuda.current_device())
-    return chosen
-
-
-def explain_batches(
-    model: nn.Module,
-    images: Tensor,
-    *,
-    layers: Sequence[str] | str,
-    methods: Sequence[str] | str,
-    targets: Tensor | None = None,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Tensor]]]:
-    """Maps for many images, in batches, upsampled to the input size and normalised to [0, 1].
-
-    Args:
-        model: The classifier (restored afterwards, as with :class:`CamEngine`).
-        images: ``[N, C, H, W]`` model inputs.
-        layers: Layer names or ``"auto"``.
-        methods: Method names.
-        targets: ``[N]`` classes to explain; ``None`` for the predicted classes.
-        batch_size: Images per engine call.
-        device: Where to compute (default: as :class:`CamEngine` chooses).
-
-    Returns:
-        ``(maps, flags)``: ``maps[method][layer]`` is ``[N, H, W]`` and ``flags[method][layer]``
-        ``[N]`` (True for all-zero or NaN maps), keyed by resolved layer names.
-    """
-    maps: dict[str, dict[str, list[Tensor]]] = {}
-    flags: dict[str, dict[str, list[Tensor]]] = {}
-    with CamEngine(
-        model, layers=layers, methods=methods, device=device, input_shape=tuple(images.shape[1:])
-    ) as engine:
-        for start in range(0, len(images), batch_size):
-            sl = slice(start, start + batch_size)
-            batch_targets = None if targets is None else targets[sl].to(engine.device)
-            res = engine(images[sl].to(engine.device), batch_targets)
-            for m in res.methods:
-                for layer in res.layers:
-                    maps.setdefault(m, {}).setdefault(layer, []).append(res.upsampled(m, layer))
-                    flags.setdefault(m, {}).setdefault(layer, []).append(res.flags[m][layer])
-    return (
-        {m: {k: torch.cat(v) for k, v in d.items()} for m, d in maps.items()},
-        {m: {k: torch.cat(v) for k, v in d.items()} for m, d in flags.items()},
-    )

@@ -3,9 +3,8 @@
 After the forward and backward passes, the engine computes every map with a few hundred small
 tensor operations (channel weights, weighted sums, Eigen-CAM's power iterations, flags). On a
 GPU each is one kernel launch, and at the batch sizes we run the GPU finishes them faster than
-Python can issue them: the engine measured 0.38-0.47x of its forward+backward floor on an H200
-although the math is about 6% of the GPU's work. A CUDA graph records the launches once per
-input shape and replays them with one call.
+Python can issue them (measured in :doc:`performance`). A CUDA graph records the launches once
+per input shape and replays them with one call.
 
 :class:`GraphedFunction` wraps a *pure* function of tensors (no host synchronisation, no
 Python-side branching on tensor values, same output shapes for the same input shapes). Per input

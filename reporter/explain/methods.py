@@ -4,7 +4,8 @@ Every function takes a layer's activations ``acts`` (``[B, C, h, w]``) and, for 
 methods, the gradients ``grads`` of the target score with respect to them (same shape), and
 returns maps ``[B, h, w]`` *after* the method's own ReLU, not normalised. The formulas and
 epsilons follow pytorch-grad-cam (our test oracle) wherever the quantity is the same; see
-``METHODS.md`` for the references.
+``METHODS.md`` for the references. The list of methods, with titles and references, is
+:mod:`reporter.explain.registry`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from torch import Tensor
 
 __all__ = [
     "EIGEN_TOL",
-    "GRADIENT_METHODS",
     "GRADPP_EPS",
-    "METHODS",
     "POWER_TOL",
     "XGRAD_EPS",
     "cam",
     "eigencam",
+    "eigencam_on_device",
     "first_component_projection",
     "gradcam",
     "gradcam_weights",
@@ -37,23 +37,6 @@ __all__ = [
     "xgradcam",
     "xgradcam_weights",
 ]
-
-METHODS: tuple[str, ...] = (
-    "cam",
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "layercam",
-    "hirescam",
-    "eigencam",
-    "scorecam",
-)
-"""Every method name the engine accepts."""
-
-GRADIENT_METHODS: frozenset[str] = frozenset(
-    {"gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"}
-)
-"""Methods that need the gradients of the target score (one backward pass for all)."""
 
 GRADPP_EPS = 1e-6
 """Epsilon in the Grad-CAM++ alpha denominator (pytorch-grad-cam's value)."""
@@ -158,7 +141,7 @@ def _power_iteration(
     the angle to the true eigenvector is at most about ``tol / (1 - lambda_2 / lambda_1)``.
     """
     # Row vectors [B, 1, n]: v^T G is G v for symmetric G, and MKL's batched row-times-matrix
-    # product is about 10x faster than matrix-times-column for these sizes.
+    # product is much faster than matrix-times-column for these sizes (docs/performance.rst).
     n = gram.shape[-1]
     best = gram.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
     vec = torch.gather(gram, 1, best[:, None, None].expand(-1, 1, n))
@@ -260,6 +243,11 @@ def eigencam(acts: Tensor, tol: float | None = None) -> Tensor:
     return first_component_projection(acts, tol).clamp_min_(0)
 
 
+def eigencam_on_device(acts: Tensor) -> Tensor:
+    """:func:`eigencam` with the early exit on the CPU and the fixed kernel sequence elsewhere."""
+    return eigencam(acts, EIGEN_TOL if acts.device.type == "cpu" else None)
+
+
 def gradient_maps(acts: Tensor, grads: Tensor, methods: Iterable[str]) -> dict[str, Tensor]:
     """Compute several gradient methods on one layer, sharing intermediate products.
 
@@ -271,10 +259,11 @@ def gradient_maps(acts: Tensor, grads: Tensor, methods: Iterable[str]) -> dict[s
     Args:
         acts: Activations ``[B, C, h, w]``.
         grads: Gradients of the target score with respect to ``acts``.
-        methods: Names among :data:`GRADIENT_METHODS`.
+        methods: Gradient method names; those this function does not fuse are left out of the
+            result (:mod:`reporter.explain.mapmath` calls their own function).
 
     Returns:
-        ``{method: map [B, h, w]}``.
+        ``{method: map [B, h, w]}`` for the methods it knows.
     """
     wanted = set(methods)
     out: dict[str, Tensor] = {}

@@ -4,8 +4,10 @@ Each channel ``k`` of a layer's activations is upsampled to the input size, min-
 ``[0, 1]`` and multiplied with the image; the model's score for the target class on that masked
 image is the channel's score (the softmax over channels, taken in
 :func:`reporter.explain.methods.scorecam`, gives the weights). This follows pytorch-grad-cam's
-``ScoreCAM`` (bilinear upsampling with ``align_corners=True``, ``1e-8`` in the normaliser), but
-masks are built chunk by chunk, so memory stays at one chunk of masked images.
+``ScoreCAM`` (bilinear upsampling with ``align_corners=True``), normalises with the project's one
+min-max normalisation (:func:`reporter.explain.result.normalize_maps`: pytorch-grad-cam adds
+``1e-8`` to the span instead, which changes nothing visible), and builds masks chunk by chunk,
+so memory stays at one chunk of masked images.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["MASK_EPS", "channel_masks", "scorecam_scores"]
+from reporter.explain.result import normalize_maps
 
-MASK_EPS = 1e-8
-"""Epsilon in the per-mask min-max normaliser (pytorch-grad-cam's value)."""
+__all__ = ["channel_masks", "scorecam_scores"]
 
 
 def channel_masks(acts: Tensor, size: tuple[int, int]) -> Tensor:
@@ -29,10 +30,7 @@ def channel_masks(acts: Tensor, size: tuple[int, int]) -> Tensor:
         Masks ``[M, H, W]`` in ``[0, 1]``.
     """
     up = F.interpolate(acts.unsqueeze(1), size=size, mode="bilinear", align_corners=True)
-    flat = up.reshape(up.shape[0], -1)
-    lo = flat.amin(dim=1)[:, None, None, None]
-    hi = flat.amax(dim=1)[:, None, None, None]
-    return ((up - lo) / (hi - lo + MASK_EPS)).squeeze(1)
+    return normalize_maps(up.squeeze(1)).to(up.dtype)
 
 
 @torch.inference_mode()

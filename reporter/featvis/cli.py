@@ -36,8 +36,8 @@ from reporter.featvis.dataset_views import (
 from reporter.featvis.grids import crop, save_activation_grid, save_grid, save_image
 from reporter.featvis.param import PARAMS
 from reporter.featvis.render import OPTIMIZERS, RenderResult, image_channels_of, render
-from reporter.hooks import ActivationRecorder, eval_mode
-from reporter.layers import trace_layers, unknown_layer_message
+from reporter.nn.hooks import ActivationRecorder, eval_mode
+from reporter.nn.layers import resolve_layer, trace_layers
 
 __all__ = ["ChannelList", "FeatvisOptions", "featvis", "parse_channels", "run_featvis"]
 
@@ -228,8 +228,8 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     Raises:
         ReporterError: for bad input (unknown layer, channels out of range, missing data).
     """
-    from reporter.layout import use_channels_last
     from reporter.models import load_model
+    from reporter.nn.memory_format import use_channels_last
 
     if opts.channels is not None and opts.top_for_class is not None:
         raise ReporterError("Give either --channels or --top-for-class, not both.")
@@ -262,13 +262,9 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     input_size = tuple(meta.input_size)
     use_channels_last(model, (opts.batch_size, in_channels, *input_size))  # CPU only, probed
     sample = torch.zeros(1, in_channels, *input_size, device=opts.device)
-    infos = {i.name: i for i in trace_layers(model, sample)}
-    info = infos.get(opts.layer)
-    if info is None:
-        raise ReporterError(unknown_layer_message(model, opts.layer))
-    if info.calls == 0 or not info.output_shape:
-        raise ReporterError(f"Layer {opts.layer!r} does not run in the model's forward pass.")
-    layer = info.overwritten_by or opts.layer
+    # the one resolver: unknown names, layers that never run, and in-place overwrites (said)
+    info = resolve_layer(model, opts.layer, trace_layers(model, sample), need_grid=False)
+    layer = info.name
     n_channels = int(info.output_shape[0])
 
     top = relevance = rf = None

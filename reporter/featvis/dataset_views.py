@@ -25,8 +25,13 @@ from torch import nn
 
 from reporter.errors import ReporterError
 from reporter.featvis._forward import StopForward, stop_after
-from reporter.hooks import ActivationRecorder, eval_mode, frozen_parameters
-from reporter.layers import unknown_layer_message
+from reporter.nn.device import model_device
+from reporter.nn.hooks import (
+    ActivationRecorder,
+    eval_mode,
+    frozen_parameters,
+    unknown_layer_message,
+)
 
 __all__ = [
     "ClassChannelRelevance",
@@ -261,8 +266,7 @@ def receptive_field(
     """
     height, width = input_size
     if device is None:
-        first = next(iter(model.parameters()), None)
-        device = first.device if first is not None else "cpu"
+        device = model_device(model)
     module = dict(model.named_modules()).get(layer)
     if module is None:
         raise ReporterError(unknown_layer_message(model, layer))

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from reporter.explain.result import normalize_maps
+
 __all__ = [
     "colorize",
     "crop",
@@ -99,11 +101,7 @@ def colorize(maps: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
     """Min-max normalise each map ``[N, h, w]`` on its own and colour it: ``[N, 3, h, w]``."""
     import matplotlib
 
-    m = maps.detach().float().cpu()
-    flat = m.flatten(1)
-    lo = flat.min(1).values.view(-1, 1, 1)
-    hi = flat.max(1).values.view(-1, 1, 1)
-    norm = (m - lo) / (hi - lo).clamp_min(1e-12)
+    norm = normalize_maps(maps.detach().cpu())
     rgba = matplotlib.colormaps[cmap](norm.numpy())
     return torch.from_numpy(rgba[..., :3]).float().permute(0, 3, 1, 2)
 

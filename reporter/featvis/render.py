@@ -13,7 +13,6 @@ The caller's model is restored afterwards: hooks removed, ``training`` flags and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -33,12 +32,12 @@ from reporter.featvis.objectives import (
 )
 from reporter.featvis.param import image_param
 from reporter.featvis.transforms import Transform, compose, standard_transforms
-from reporter.hooks import ActivationRecorder, eval_mode, frozen_parameters
-from reporter.layers import LayerInfo, trace_layers, unknown_layer_message
+from reporter.nn.device import model_device
+from reporter.nn.hooks import ActivationRecorder, eval_mode, frozen_parameters
+from reporter.nn.layers import LayerInfo, resolve_layer, trace_layers
 
 __all__ = ["OPTIMIZERS", "RenderResult", "image_channels_of", "render"]
 
-log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "normalized")
 
@@ -97,12 +96,6 @@ def image_channels_of(model: nn.Module, default: int = 3) -> int:
     return default
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _objective_list(
     objective: Objective | str | Sequence[Objective | str], channels: Iterable[int] | None
 ) -> list[Objective]:
@@ -128,26 +121,9 @@ def _resolve(
     model: nn.Module, names: list[str], infos: list[LayerInfo]
 ) -> tuple[dict[str, str], LayerInfo | None]:
     """Map each user layer name to the module to hook; return the module to stop after."""
-    by_name = {i.name: i for i in infos}
-    hooked: dict[str, str] = {}
-    for name in names:
-        info = by_name.get(name)
-        if info is None:
-            raise ReporterError(unknown_layer_message(model, name))
-        if info.calls == 0:
-            raise ReporterError(f"Layer {name!r} does not run in the model's forward pass.")
-        if info.overwritten_by:
-            log.warning(
-                "layer %r: its output is overwritten in place by %r; visualizing %r, which "
-                "holds the final value",
-                name,
-                info.overwritten_by,
-                info.overwritten_by,
-            )
-            hooked[name] = info.overwritten_by
-        else:
-            hooked[name] = name
-    last = [by_name[h] for h in hooked.values()]
+    resolved = {name: resolve_layer(model, name, infos, need_grid=False) for name in names}
+    hooked = {name: info.name for name, info in resolved.items()}
+    last = list(resolved.values())
     stop = max(last, key=lambda i: i.order) if last and all(i.calls == 1 for i in last) else None
     return hooked, stop
 
@@ -210,7 +186,7 @@ def render(
         raise ReporterError(f"steps must be >= 1, got {steps}.")
     if lr <= 0:
         raise ReporterError(f"lr must be > 0, got {lr}.")
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)
     n_channels = image_channels or image_channels_of(model)
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if isinstance(transforms, str):

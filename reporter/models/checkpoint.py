@@ -158,7 +158,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
-        # contiguous(): the CPU model may hold channels-last weights (reporter.layout)
+        # contiguous(): the CPU model may hold channels-last weights (reporter.nn.memory_format)
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "meta": meta.to_dict(),
     }

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reporter.hooks import eval_mode
 from reporter.metrics.trust._common import as_maps, resize_maps
+from reporter.nn.hooks import eval_mode
 
 __all__ = [
     "ConfidenceChange",

@@ -1,14 +1,13 @@
-"""Memory layout: run convolutions channels-last (NHWC) on the CPU when it is safe.
+"""Memory format: run convolutions channels-last (NHWC) on the CPU when it is safe.
 
-oneDNN, PyTorch's CPU convolution backend, is faster on channels-last tensors. Measured on this
-project's 2-core CPU (``benchmarks/bench_layout.py``), forward and forward+backward passes of
-gapnet, resnet18 and mobilenet_v3_small run 1.06-1.47x faster; a convolution picks the layout
-when its input *or* its weight is channels-last, and its output keeps it.
+oneDNN, PyTorch's CPU convolution backend, is faster on channels-last tensors (measured in
+:doc:`performance`, ``benchmarks/bench_layout.py``); a convolution picks the format when its
+input *or* its weight is channels-last, and its output keeps it.
 
 Three ways to use it:
 
 - :func:`use_channels_last` converts the 4-D weights of a model the caller owns (the audit
-  pipeline's loaded or trained model). This also helps one-channel inputs, whose two layouts
+  pipeline's loaded or trained model). This also helps one-channel inputs, whose two formats
   are the same.
 - :func:`try_channels_last` does the same and returns the converted parameters, so that a
   caller that does not own the model can put them back (:func:`restore_weights`):
@@ -16,11 +15,14 @@ Three ways to use it:
   every convolution re-orders its weights on every call). :func:`channels_last_works` only
   checks; the engine then feeds channels-last inputs alone.
 
-A model may depend on the default layout (``x.view(...)`` on a feature map raises on a
-channels-last tensor; a few custom layers assume contiguous memory), so the layout is used only
-when a probe forward pass runs and gives the same logits as the default layout. CUDA keeps the
-default layout: fp32 cuDNN gains little from NHWC and we have not measured it. Set
-``REPORTER_CHANNELS_LAST=0`` to turn the layout off everywhere.
+A model may depend on the default format (``x.view(...)`` on a feature map raises on a
+channels-last tensor; a few custom layers assume contiguous memory), so the format is used only
+when a probe forward pass on one seeded image runs and gives the same logits as the default
+format. The probe's verdict is cached per model, input shape, device and dtype
+(:class:`reporter.nn.cache.PerModelCache`: dropped when the model's layers or parameters are
+replaced), so opening ``CamEngine`` once per batch probes once. CUDA keeps the default format:
+fp32 cuDNN gains little from NHWC and we have not measured it. Set ``REPORTER_CHANNELS_LAST=0``
+to turn the format off everywhere.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import os
 import torch
 from torch import Tensor, nn
 
-from reporter.device import model_device
-from reporter.hooks import eval_mode, first_tensor
+from reporter.nn.cache import PerModelCache, input_key
+from reporter.nn.device import model_device
+from reporter.nn.hooks import eval_mode, first_tensor
 
 __all__ = [
     "ENV_VAR",
@@ -52,6 +55,9 @@ ENV_VAR = "REPORTER_CHANNELS_LAST"
 
 _RTOL = 1e-3
 _ATOL = 1e-3
+
+_VERDICTS: PerModelCache[bool] = PerModelCache()
+"""Whether the probe found channels-last safe, per model and input (shape, device, dtype)."""
 
 
 def channels_last_enabled(device: torch.device | str) -> bool:
@@ -77,7 +83,13 @@ def _eligible(model: nn.Module, sample_shape: tuple[int, ...]) -> bool:
 
 def _probe_sample(sample_shape: tuple[int, ...], device: torch.device) -> Tensor:
     generator = torch.Generator().manual_seed(0)
-    return torch.randn((2, *sample_shape[1:]), generator=generator).to(device)
+    return torch.randn((1, *sample_shape[1:]), generator=generator).to(device)
+
+
+def _probe_key(model: nn.Module, sample_shape: tuple[int, ...]) -> object:
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    dtype = params[0].dtype if params else torch.get_default_dtype()
+    return input_key(sample_shape[1:], model_device(model), dtype)
 
 
 def _same(ref: Tensor | None, out: Tensor | None) -> bool:
@@ -111,17 +123,12 @@ def restore_weights(params: list[nn.Parameter]) -> None:
             p.data = p.data.contiguous()
 
 
-def try_channels_last(model: nn.Module, sample_shape: tuple[int, ...]) -> list[nn.Parameter] | None:
-    """Store the weights channels-last if a probe pass agrees; return the converted parameters.
+def _probe(model: nn.Module, sample_shape: tuple[int, ...]) -> list[nn.Parameter] | None:
+    """Run the probe: default format, then channels-last weights and input, on one image.
 
-    Runs the model on a seeded sample with the default layout, then with channels-last weights
-    and inputs. When the logits agree the weights stay channels-last and the parameters that
-    changed are returned (for :func:`restore_weights`); otherwise (or when the layout does not
-    apply: see :func:`channels_last_works`) the model is left exactly as it was and the result
-    is None.
+    Keeps the weights channels-last and returns the converted parameters when the logits agree;
+    otherwise leaves the model exactly as it was and returns None.
     """
-    if not _eligible(model, sample_shape):
-        return None
     x = _probe_sample(sample_shape, model_device(model))
     changed: list[nn.Parameter] = []
     with eval_mode(model), torch.no_grad():
@@ -143,6 +150,28 @@ def try_channels_last(model: nn.Module, sample_shape: tuple[int, ...]) -> list[n
     return changed
 
 
+def try_channels_last(model: nn.Module, sample_shape: tuple[int, ...]) -> list[nn.Parameter] | None:
+    """Store the weights channels-last if a probe pass agrees; return the converted parameters.
+
+    The first time for a model and input shape, runs the model on one seeded image with the
+    default format, then with channels-last weights and input; the verdict is cached
+    (see the module docstring), so later calls only convert the weights. When the logits agree
+    the weights stay channels-last and the parameters that changed are returned (for
+    :func:`restore_weights`); otherwise (or when the format does not apply: see
+    :func:`channels_last_works`) the model is left exactly as it was and the result is None.
+    """
+    sample_shape = tuple(int(s) for s in sample_shape)
+    if not _eligible(model, sample_shape):
+        return None
+    key = _probe_key(model, sample_shape)
+    verdict = _VERDICTS.get(model, key)
+    if verdict is None:
+        changed = _probe(model, sample_shape)
+        _VERDICTS.put(model, key, changed is not None)
+        return changed
+    return weights_to_channels_last(model) if verdict else None
+
+
 def channels_last_works(model: nn.Module, sample: Tensor) -> bool:
     """Whether ``model`` gives the same logits on channels-last inputs (model left unchanged).
 
@@ -152,9 +181,16 @@ def channels_last_works(model: nn.Module, sample: Tensor) -> bool:
 
     Returns:
         False on CUDA, when turned off with ``REPORTER_CHANNELS_LAST=0``, for models without
-        convolution weights or non-4-D inputs, and whenever the probe fails or disagrees.
+        convolution weights or non-4-D inputs, and whenever the probe fails or disagrees. The
+        verdict is cached like :func:`try_channels_last`'s.
     """
-    changed = try_channels_last(model, tuple(sample.shape))
+    shape = tuple(int(s) for s in sample.shape)
+    if not _eligible(model, shape):
+        return False
+    verdict = _VERDICTS.get(model, _probe_key(model, shape))
+    if verdict is not None:
+        return verdict
+    changed = try_channels_last(model, shape)
     if changed is None:
         return False
     restore_weights(changed)

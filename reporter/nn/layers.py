@@ -9,25 +9,25 @@ overwrites: we resolve it to the module that produced the final value and say so
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from reporter.errors import ReporterError
-from reporter.hooks import eval_mode, first_tensor
+from reporter.nn.cache import PerModelCache, input_key
+from reporter.nn.hooks import eval_mode, first_tensor, unknown_layer_message
 
 __all__ = [
     "LayerInfo",
     "auto_layer",
+    "resolve_layer",
     "resolve_layers",
     "token_grid",
     "trace_layers",
-    "unknown_layer_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class LayerInfo:
         return self.kind is not None
 
 
+_TRACES: PerModelCache[list[LayerInfo]] = PerModelCache()
+"""What :func:`trace_layers` found, per model and input (shape, device, dtype)."""
+
+
 def token_grid(n_tokens: int, input_size: tuple[int, int]) -> tuple[int, int, bool] | None:
     """Infer the patch grid of a token sequence from the token count and the input size.
 
@@ -90,8 +94,20 @@ def trace_layers(
 ) -> list[LayerInfo]:
     """Run one forward pass on ``sample`` with a hook on every module and describe each module.
 
-    The model's mode is restored afterwards and every hook removed, also when it raises.
+    The model's mode is restored afterwards and every hook removed, also when it raises. The
+    result is cached per model and per input shape (batch axis excluded), device and dtype
+    (:class:`reporter.nn.cache.PerModelCache`: dropped when a layer or parameter is replaced),
+    so an engine opened once per batch traces once.
     """
+    key = (input_key(sample.shape[1:], sample.device, sample.dtype), leaves_only)
+    cached = _TRACES.get(model, key)
+    if cached is None:
+        cached = _trace(model, sample, leaves_only=leaves_only)
+        _TRACES.put(model, key, cached)
+    return [replace(info) for info in cached]
+
+
+def _trace(model: nn.Module, sample: torch.Tensor, *, leaves_only: bool) -> list[LayerInfo]:
     input_size = (int(sample.shape[-2]), int(sample.shape[-1]))
     infos: dict[str, LayerInfo] = {}
     counter = [0]
@@ -180,16 +196,53 @@ def auto_layer(infos: list[LayerInfo]) -> str:
     return max(once, key=lambda i: i.name.count(".")).name
 
 
-def unknown_layer_message(model: nn.Module, name: str, candidates: list[str] | None = None) -> str:
-    """A message for an unknown layer name that lists the closest valid names."""
-    names = candidates or [n for n, _ in model.named_modules() if n]
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
-    if not close:
-        close = names[-5:]
-    return (
-        f"Unknown layer {name!r}. Closest valid names: {', '.join(close)}. "
-        "Run `reporter layers MODEL` to list every layer."
-    )
+def resolve_layer(
+    model: nn.Module, name: str, infos: list[LayerInfo], *, need_grid: bool = True
+) -> LayerInfo:
+    """The layer to hook for the user's layer ``name``: the one place that applies the rules.
+
+    Checks that the module exists and runs in the forward pass (and, with ``need_grid``, that its
+    output has a spatial or token grid), and follows the in-place trap: when a later module
+    (``ReLU(inplace=True)`` after a conv) overwrites this module's output, a hook on it would
+    hold a tensor that changes under it, so the module that produced the final value is
+    returned instead, with a warning that says so.
+
+    Args:
+        model: The model.
+        name: A dotted module name (not ``auto``: see :func:`auto_layer`).
+        infos: The result of :func:`trace_layers` on the model.
+        need_grid: Require a ``[C, h, w]`` or token output (class activation maps do).
+
+    Returns:
+        The :class:`LayerInfo` of the module to hook.
+
+    Raises:
+        ReporterError: for unknown names, layers that do not run or have no usable output.
+    """
+    by_name = {i.name: i for i in infos}
+    info = by_name.get(name)
+    if info is None:
+        raise ReporterError(unknown_layer_message(model, name))
+    if info.calls == 0:
+        raise ReporterError(f"Layer {name!r} does not run in the model's forward pass.")
+    if need_grid and not info.cam_ready:
+        raise ReporterError(
+            f"Layer {name!r} ({info.type}) outputs shape {info.output_shape}, which has no "
+            "spatial grid. Choose a layer with a [C, h, w] output (`reporter layers MODEL` marks "
+            "them) or use 'auto'."
+        )
+    if info.output_shape is None:
+        raise ReporterError(f"Layer {name!r} ({info.type}) returns no tensor; choose another.")
+    if info.overwritten_by and info.overwritten_by in by_name:
+        log.warning(
+            "layer %r: its output is overwritten in place by %r; using %r, which holds the "
+            "final value",
+            name,
+            info.overwritten_by,
+            info.overwritten_by,
+        )
+        return by_name[info.overwritten_by]
+    return info
 
 
 def resolve_layers(
@@ -218,34 +271,12 @@ def resolve_layers(
     if not names:
         names = ["auto"]
     infos = infos if infos is not None else trace_layers(model, sample)
-    by_name = {i.name: i for i in infos}
     resolved: list[str] = []
     for name in names:
         if name == "auto":
             chosen = auto_layer(infos)
             log.info("layer 'auto' resolved to %r (last layer with a spatial output)", chosen)
             resolved.append(chosen)
-            continue
-        if name not in by_name:
-            raise ReporterError(unknown_layer_message(model, name))
-        info = by_name[name]
-        if info.calls == 0:
-            raise ReporterError(f"Layer {name!r} does not run in the model's forward pass.")
-        if not info.cam_ready:
-            shape = info.output_shape
-            raise ReporterError(
-                f"Layer {name!r} ({info.type}) outputs shape {shape}, which has no spatial "
-                "grid. Choose a layer with a [C, h, w] output (`reporter layers MODEL` marks "
-                "them) or use 'auto'."
-            )
-        if info.overwritten_by:
-            log.warning(
-                "layer %r: its output is overwritten in place by %r; using %r, which holds "
-                "the final value",
-                name,
-                info.overwritten_by,
-                info.overwritten_by,
-            )
-            name = info.overwritten_by
-        resolved.append(name)
+        else:
+            resolved.append(resolve_layer(model, name, infos).name)
     return list(dict.fromkeys(resolved)), infos

@@ -8,7 +8,8 @@ call twice, and the model's ``training`` flags and parameters' ``requires_grad``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +17,43 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["ActivationRecorder", "eval_mode", "first_tensor", "frozen_parameters"]
+from reporter.errors import ReporterError
+
+__all__ = [
+    "ActivationRecorder",
+    "eval_mode",
+    "first_tensor",
+    "frozen_parameters",
+    "modules_by_name",
+    "unknown_layer_message",
+]
+
+
+def unknown_layer_message(model: nn.Module, name: str, candidates: list[str] | None = None) -> str:
+    """A message for an unknown layer name that lists the closest valid names."""
+    names = candidates or [n for n, _ in model.named_modules() if n]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
+    if not close:
+        close = names[-5:]
+    return (
+        f"Unknown layer {name!r}. Closest valid names: {', '.join(close)}. "
+        "Run `reporter layers MODEL` to list every layer."
+    )
+
+
+def modules_by_name(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    """The modules of ``model`` with these dotted names, in order.
+
+    Raises:
+        ReporterError: for a name that is not in ``model.named_modules()``, listing the closest.
+    """
+    modules = dict(model.named_modules())
+    out: dict[str, nn.Module] = {}
+    for name in names:
+        if name not in modules:
+            raise ReporterError(unknown_layer_message(model, name, [n for n in modules if n]))
+        out[name] = modules[name]
+    return out
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
@@ -74,6 +111,9 @@ class ActivationRecorder:
         layers: Dotted module names, as in ``model.named_modules()``.
         detach: Store detached outputs (for gradient-free uses).
 
+    Raises:
+        ReporterError: for a name that is not a module of ``model``.
+
     After a forward pass, ``recorder.outputs[name]`` holds the last output of each layer.
     """
 
@@ -83,15 +123,9 @@ class ActivationRecorder:
         self.detach = detach
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list[RemovableHandle] = []
-        modules = dict(model.named_modules())
-        missing = [name for name in self.layers if name not in modules]
-        if missing:
-            from reporter.layers import unknown_layer_message
+        self._modules = modules_by_name(model, self.layers)
 
-            raise KeyError(unknown_layer_message(model, missing[0]))
-        self._modules = {name: modules[name] for name in self.layers}
-
-    def _hook(self, name: str):
+    def _hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             tensor = first_tensor(output)
             if tensor is not None:
