@@ -24,6 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(wildcard reporter tests benchmarks docs scripts)
 	$(VENV)/bin/ruff format --check $(wildcard reporter tests benchmarks docs scripts)
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format reporter tests benchmarks

@@ -5,9 +5,11 @@ Runs (each in its own process, so peak RSS is per run):
 1. the default demo, exactly what `make report` runs (digits, gapnet trained or reused);
 2. folders of 200, 2,000 and 5,000 test images (digits images with seeded noise, written as
    PNGs) audited with the same trained model: peak memory should not grow with the image count
-   beyond the per-image outputs (goal: 2,000 and 5,000 within 10 % of 200).
+   beyond the per-image outputs (goal: 2,000 and 5,000 within 10 % of 200), and the bundle
+   should grow only by its per-image records.
 
-Prints stage times, the share of the render stage (goal < 20 %) and the memory ratio.
+Prints stage times, the share of the render stage (goal < 20 %), the memory ratio and the
+bundle size (per 1,000 images).
 
     python benchmarks/bench_audit.py [--skip-demo] [--out /tmp/bench-audit]
 """
@@ -69,9 +71,12 @@ def run(args: list[str]) -> dict:
     peak_kb = int(proc.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
     out = Path(args[args.index("--out") + 1])
     audit = json.loads((out / "audit.json").read_text())
+    artifacts = {Path(e["file"]).stem: e["bytes"] for e in audit.get("artifacts", [])}
     return {
         "wall": wall,
-        "timings": audit["timings"],
+        "timings": {**audit["timings"], "render": audit.get("rendering", {}).get("seconds", 0.0)},
+        "bundle_bytes": sum(artifacts.values()) + (out / "audit.json").stat().st_size,
+        "records_bytes": artifacts.get("records", 0),
         "peak_mb": peak_kb / 1024,
         "images": audit["dataset"]["audited_images"],
     }
@@ -84,7 +89,9 @@ def show(name: str, r: dict) -> None:
     render = t.get("render", 0.0)
     print(
         f"{name}: {r['images']} images, wall {total:.1f} s ({stages}); "
-        f"render {render / total:.0%} of wall; peak RSS {r['peak_mb']:.0f} MB"
+        f"render {render / total:.0%} of wall; peak RSS {r['peak_mb']:.0f} MB; "
+        f"bundle {r['bundle_bytes'] / 1e6:.2f} MB (records {r['records_bytes'] / 1e3:.0f} kB, "
+        f"{r['records_bytes'] / r['images'] * 1000 / 1e6:.2f} MB per 1,000 images)"
     )
 
 
@@ -139,6 +146,11 @@ def main() -> None:
     for n in sizes[1:]:
         ratio = results[n]["peak_mb"] / results[sizes[0]]["peak_mb"]
         print(f"peak memory {n:,} / {sizes[0]:,} images: {ratio:.3f} (goal <= 1.10)")
+        grow = (results[n]["bundle_bytes"] - results[sizes[0]]["bundle_bytes"]) / (n - sizes[0])
+        print(
+            f"bundle growth {sizes[0]:,} -> {n:,} images: {grow * 1000 / 1e6:.2f} MB per 1,000 "
+            "images (per-image records only; everything else is bounded)"
+        )
 
 
 if __name__ == "__main__":

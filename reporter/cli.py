@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from reporter import __version__
+from reporter._version import __version__
 from reporter.errors import ReporterError
 
 __all__ = ["cli", "main"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-import reporter
+from reporter._version import __version__
 from reporter.data import DataBundle, Preprocess, load_dataset, registered_datasets
 from reporter.data.datasets import FileImageDataset, ImageDataset, TensorImageDataset
 from reporter.errors import ReporterError
@@ -118,7 +118,7 @@ def _train_key(bundle: DataBundle, cfg: TrainConfig) -> str:
         "batch": cfg.batch_size,
         "seed": cfg.seed,
         "size": list(cfg.input_size) if cfg.input_size else None,
-        "version": reporter.__version__,
+        "version": __version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

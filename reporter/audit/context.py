@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torchvision
 
-import reporter
+from reporter._version import __version__
 from reporter.models import weights_sha256
 from reporter.predict import Predictions
 from reporter.setup import Prepared
@@ -22,7 +22,7 @@ __all__ = ["dataset_section", "environment_section", "model_section"]
 def environment_section(device: str) -> dict[str, Any]:
     """Versions and hardware of the run."""
     return {
-        "reporter": reporter.__version__,
+        "reporter": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import reporter
+from reporter._version import __version__
 from reporter.errors import ReporterError
 from reporter.models.build import build_model, default_input_size
 from reporter.models.meta import ModelMeta
@@ -154,7 +154,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     """Write a reporter checkpoint atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta.reporter_version = reporter.__version__
+    meta.reporter_version = __version__
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
