@@ -1,8 +1,8 @@
-"""Write the report files atomically: build everything in a temporary folder, then move.
+"""Write the report files as one bundle (see :mod:`reporter.outdir` for the atomic swap).
 
-An interrupted or failed run never leaves a half-written report over a previous good one:
-files are produced in a hidden temporary folder next to ``--out`` and moved into place with
-``os.replace`` only once every requested file exists. The temporary folder is always removed.
+An interrupted or failed run never leaves a half-written report over a previous good one, and
+never a folder holding files of two runs: the files are produced in a staging folder next to
+``--out``, which replaces ``--out`` in one step only once every requested file exists.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from reporter.config import AuditConfig
-from reporter.errors import ReporterError
+from reporter.outdir import staged_output
 from reporter.report.build import Report
 from reporter.report.modelcard import model_card_markdown
 from reporter.report.render import render_html, render_pdf
@@ -55,16 +52,15 @@ def to_json(audit: dict[str, Any]) -> str:
 
 
 def write_outputs(report: Report, config: AuditConfig, out: Path) -> dict[str, Path]:
-    """Write the requested formats into ``out`` atomically; return the final paths."""
+    """Write the requested formats as one bundle replacing ``out`` atomically; return the paths.
+
+    The files are written into a staging folder and swapped in as a whole by
+    :func:`reporter.outdir.staged_output`: a failure, a full disk or a signal leaves the
+    previous report in ``out`` exactly as it was, and a run never mixes files with another.
+    """
     out = Path(out)
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as exc:
-        raise ReporterError(f"Cannot write the report to {out}: {exc.strerror or exc}.") from exc
-    try:
-        written: dict[str, str] = {}
+    written: dict[str, str] = {}
+    with staged_output(out) as tmp:
         formats = set(config.formats)
         start = time.perf_counter()
         if formats & {"html", "pdf"}:
@@ -87,22 +83,4 @@ def write_outputs(report: Report, config: AuditConfig, out: Path) -> dict[str, P
             written["json"] = FILE_NAMES["json"]
         (tmp / FILE_NAMES["config"]).write_text(config.to_toml(), encoding="utf-8")
         written["config"] = FILE_NAMES["config"]
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            # check every destination first, so that a move cannot fail half-way through
-            for name in written.values():
-                target = out / name
-                if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
-                    raise ReporterError(
-                        f"Cannot replace {target}: it is a folder or not writable. Move it "
-                        "away or choose another --out; the previous report was left as it was."
-                    )
-            for name in written.values():
-                os.replace(tmp / name, out / name)
-        except OSError as exc:
-            raise ReporterError(
-                f"Cannot write the report to {out}: {exc.strerror or exc}."
-            ) from exc
-        return {fmt: out / name for fmt, name in written.items()}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return {fmt: out / name for fmt, name in written.items()}
