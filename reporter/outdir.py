@@ -84,10 +84,10 @@ PUBLISHED: list[Path] = []
 _HELD: dict[str, int] = {}  # real path of OUT -> re-entry count of this process's lock
 _HELD_GUARD = threading.Lock()
 
-_HINTS = {
-    errno.ENOSPC: "the disk is full; free some space or choose another --out",
-    errno.EDQUOT: "the disk quota is exceeded; free some space or choose another --out",
-    errno.EROFS: "it is on a read-only file system; choose an --out on a writable disk",
+_REASONS = {
+    errno.ENOSPC: "no space left on device; free some space or choose another --out",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another --out",
+    errno.EROFS: "read-only file system; choose an --out on a writable disk",
     errno.EACCES: "permission denied; choose an --out you can write to",
     errno.EPERM: "permission denied; choose an --out you can write to",
     errno.EBUSY: "it is a mount point or in use; give a folder inside it as --out",
@@ -105,16 +105,14 @@ def _real(out: str | os.PathLike[str]) -> Path:
 
 def write_error(out: str | os.PathLike[str], exc: OSError) -> ReporterError:
     """A one-line error for an ``OSError`` met while writing the bundle for ``out``."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    hint = _HINTS.get(exc.errno or 0)
+    reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc) or type(exc).__name__
     real = Path(os.path.realpath(os.fspath(out)))
     try:
         had_report = real.is_dir() and any(real.iterdir())
     except OSError:
         had_report = real.exists()
     kept = "the previous report was left unchanged" if had_report else "nothing was written"
-    text = f"Cannot write the report to {out}: {reason}" + (f" ({hint})" if hint else "")
-    return ReporterError(f"{text}; {kept}.")
+    return ReporterError(f"Cannot write the report to {out}: {reason}; {kept}.")
 
 
 def _lock_holder(fd: int) -> str:

@@ -124,9 +124,8 @@ def _start_audit(
     [
         (signal.SIGINT, 130, "Interrupted", "explain"),
         (signal.SIGTERM, 143, "Terminated", "train"),
-        (signal.SIGHUP, 129, "Hung up", "explain"),
     ],
-    ids=["SIGINT-explain", "SIGTERM-train", "SIGHUP-explain"],
+    ids=["SIGINT-explain", "SIGTERM-train"],
 )
 def test_signal_stops_promptly_and_keeps_the_old_report(
     tmp_path: Path, digits_checkpoint: Path, sig: int, code: int, word: str, stage: str
