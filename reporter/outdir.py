@@ -12,7 +12,7 @@ new bundle into a staging folder beside it and then swaps the two folders in one
 How, on disk (``OUT`` is the folder's name, everything lives in its parent folder):
 
 - ``.OUT.lock``: ``fcntl.flock`` taken for the whole ``with`` block (and by
-  :func:`output_lock`, re-entrant within a process). A second run waits ``wait`` seconds, then
+  :func:`output_lock`, re-entrant within a thread). A second run waits ``wait`` seconds, then
   fails with a one-line :class:`~reporter.errors.ReporterError` naming the holder's pid. The
   file stays (removing a lock file races with the next run); it holds the last holder's pid.
 - ``.OUT.partial-PID-XXXX``: the staging folder. On success it is exchanged with ``OUT`` by
@@ -81,7 +81,7 @@ LOCK_WAIT_S = 10.0
 #: whether an interrupted run had already replaced its report).
 PUBLISHED: list[Path] = []
 
-_HELD: dict[str, int] = {}  # real path of OUT -> re-entry count of this process's lock
+_HELD: dict[tuple[str, int], int] = {}  # (real path of OUT, thread) -> re-entry count
 _HELD_GUARD = threading.Lock()
 
 _REASONS = {
@@ -127,8 +127,10 @@ def _lock_holder(fd: int) -> str:
 def output_lock(out: str | os.PathLike[str], *, wait: float | None = None) -> Iterator[Path]:
     """Hold the lock on ``out`` (``.OUT.lock`` beside it); yield the real path of ``out``.
 
-    Re-entrant within a process (an audit may hold it for the whole run while
-    :func:`staged_output` takes it again to publish). Creates ``out``'s parent folders.
+    Re-entrant within a thread (an audit may hold it for the whole run while
+    :func:`staged_output` takes it again to publish); another thread of the same process waits
+    like another process. Creates ``out``'s parent folders, and needs write permission in the
+    parent (the lock file and the staging folder live there).
 
     Raises:
         ReporterError: ``out`` is a file, cannot be written, or another process kept the lock
@@ -137,7 +139,7 @@ def output_lock(out: str | os.PathLike[str], *, wait: float | None = None) -> It
     real = _real(out)
     if real.exists() and not real.is_dir():
         raise ReporterError(f"--out {out} is a file; give a folder for the report.")
-    key = str(real)
+    key = (str(real), threading.get_ident())  # another thread waits like another process
     with _HELD_GUARD:
         if key in _HELD:
             _HELD[key] += 1
