@@ -1,8 +1,9 @@
 """The ``reporter`` command line: thin commands that turn options into calls of the library.
 
 Errors a user can cause are :class:`~reporter.errors.ReporterError` and print as one clear
-``Error: ...`` line with exit status 2; Ctrl-C and SIGTERM exit with status 130 / 143 after the
-library has cleaned up its temporary files.
+``Error: ...`` line with exit status 2; Ctrl-C, SIGTERM and SIGHUP exit with status 130 / 143 /
+129 after the library has cleaned up its temporary files, with a line that says whether the
+previous report was left unchanged or the new one had already been written.
 """
 
 from __future__ import annotations
@@ -24,32 +25,87 @@ __all__ = ["cli", "main"]
 log = logging.getLogger("reporter")
 
 
-class _Terminated(Exception):
-    """Raised from the SIGTERM handler so ``finally`` blocks run."""
+class _Terminated(BaseException):
+    """Raised from the SIGTERM / SIGHUP handler so ``finally`` blocks run.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``): no ``except Exception`` in the library
+    (a model's dry run, a decoder guard) may swallow it and report it as a bad input.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(_signum: int, _frame: Any) -> None:
-    raise _Terminated()
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise _Terminated(signum)
+
+
+_STOP_WORDS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "Hung up"}
+
+
+def _stopped(ctx: click.Context, word: str, published_before: int) -> str:
+    """A truthful line about what an interrupted command left behind."""
+    from reporter.outdir import PUBLISHED
+
+    if len(PUBLISHED) > published_before:
+        return f"{word}: stopped after the new report was written to {PUBLISHED[-1]}."
+    if ctx.invoked_subcommand == "audit":
+        return f"{word}: stopped; the previous report was left unchanged."
+    return f"{word}: stopped."
 
 
 class ReporterGroup(click.Group):
     """A click group that turns user errors and interruptions into clean exits."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        from reporter.outdir import PUBLISHED
+
+        published_before = len(PUBLISHED)
+        previous = {sig: signal.signal(sig, _on_signal) for sig in _STOP_WORDS}
         try:
             return super().invoke(ctx)
         except ReporterError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("Interrupted: stopped without writing a partial report.", err=True)
+            click.echo(_stopped(ctx, "Interrupted", published_before), err=True)
             ctx.exit(130)
-        except _Terminated:
-            click.echo("Terminated: stopped without writing a partial report.", err=True)
-            ctx.exit(143)
+        except _Terminated as exc:
+            word = _STOP_WORDS.get(exc.signum, "Terminated")
+            click.echo(_stopped(ctx, word, published_before), err=True)
+            ctx.exit(128 + exc.signum)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class Seed(click.ParamType):
+    """A seed: an integer in [0, 2**63 - 1] (what torch, NumPy and Python all accept)."""
+
+    name = "seed"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        from reporter.config import check_value
+
+        try:
+            return check_value("seed", int(value) if isinstance(value, str) else value)
+        except (ValueError, ReporterError) as exc:
+            self.fail(f"{value!r} is not a seed: {exc}", param, ctx)
+
+
+class LearningRate(click.ParamType):
+    """A learning rate: a finite number above 0."""
+
+    name = "lr"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from reporter.config import check_value
+
+        try:
+            return check_value("lr", float(value) if isinstance(value, str) else value)
+        except (ValueError, ReporterError) as exc:
+            self.fail(f"{value!r} is not a learning rate: {exc}", param, ctx)
 
 
 class IntRange(click.ParamType):
@@ -117,9 +173,9 @@ def _model_options(f):
 @click.option("--test-data", type=click.Path(), default=None, help="Explicit test folder.")
 @click.option("--arch", default="gapnet", show_default=True, help="gapnet or a torchvision name.")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
+@click.option("--lr", type=LearningRate(), default=3e-3, show_default=True, help="Peak rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=Seed(), default=0, show_default=True)
 @click.option("--input-size", type=int, default=None, help="Input side in pixels.")
 @click.option(
     "--init",
@@ -234,7 +290,7 @@ def _format_metrics(metrics: dict[str, Any], class_names: list[str]) -> str:
     help="Write the metrics as JSON to this path ('-' for stdout).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=Seed(), default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_model_options
 def predict(

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from reporter.errors import ReporterError
 from reporter.explain.registry import METHODS
 
-__all__ = ["FORMATS", "MODEL_CARD_FIELDS", "AuditConfig", "load_config", "parse_list"]
+__all__ = [
+    "FORMATS",
+    "MODEL_CARD_FIELDS",
+    "AuditConfig",
+    "check_types",
+    "check_value",
+    "load_config",
+    "parse_list",
+]
 
 FORMATS = ("html", "pdf", "json", "modelcard")
 MODEL_CARD_FIELDS = (
@@ -93,32 +105,32 @@ class AuditConfig:
     methods: tuple[str, ...] = ("gradcam", "gradcam++", "eigencam")
     layers: tuple[str, ...] = ("auto",)
     featvis_layers: tuple[str, ...] = ("auto",)
-    featvis_channels: int = 8
-    featvis_steps: int = 128
-    top_k: int = 4
-    samples_per_class: int = 3
-    trust_samples: int = 200
+    featvis_channels: int = field(default=8, metadata={"min": 0})
+    featvis_steps: int = field(default=128, metadata={"min": 0})
+    top_k: int = field(default=4, metadata={"min": 0})
+    samples_per_class: int = field(default=3, metadata={"min": 0})
+    trust_samples: int = field(default=200, metadata={"min": 0})
     formats: tuple[str, ...] = ("html", "pdf", "json")
     out: str = "report"
     template_dir: str | None = None
     colormap: str = "viridis"
     device: str = "auto"
-    seed: int = 0
-    epochs: int = 3
-    lr: float = 3e-3
-    batch_size: int = 64
-    input_size: int | None = None
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**63 - 1})
+    epochs: int = field(default=3, metadata={"min": 1})
+    lr: float = field(default=3e-3, metadata={"above": 0.0})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    input_size: int | None = field(default=None, metadata={"min": 1})
     trust_checkpoint: bool = False
-    spurious: float = 0.0
+    spurious: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
     shortcut: str = "absent"
-    max_images: int | None = None
+    max_images: int | None = field(default=None, metadata={"min": 1})
     cache_dir: str | None = None
     quiet: bool = False
     model_card: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("methods", "layers", "featvis_layers", "formats"):
-            object.__setattr__(self, name, parse_list(getattr(self, name)))
+        for f in fields(self):  # the typed schema: see check_value
+            object.__setattr__(self, f.name, check_value(f.name, getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
@@ -135,28 +147,10 @@ class AuditConfig:
             raise ReporterError(f"Unknown format {bad[0]!r}. Valid formats: {', '.join(FORMATS)}.")
         if not self.formats:
             raise ReporterError("--format is empty; choose from html, pdf, json, modelcard.")
-        for name in (
-            "featvis_channels",
-            "featvis_steps",
-            "samples_per_class",
-            "epochs",
-            "batch_size",
-            "trust_samples",
-            "top_k",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ReporterError(f"{name} must be a non-negative integer, got {value!r}.")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ReporterError("batch_size and epochs must be at least 1.")
         if self.split not in ("all", "test"):
             raise ReporterError(f"split must be 'all' or 'test', got {self.split!r}.")
         if self.shortcut not in ("absent", "kept"):
             raise ReporterError(f"shortcut must be 'absent' or 'kept', got {self.shortcut!r}.")
-        if not 0.0 <= float(self.spurious) <= 1.0:
-            raise ReporterError(f"spurious must be in [0, 1], got {self.spurious!r}.")
-        if self.max_images is not None and self.max_images < 1:
-            raise ReporterError("max_images must be at least 1.")
         bad_card = [k for k in self.model_card if k not in MODEL_CARD_FIELDS]
         if bad_card:
             raise ReporterError(
@@ -214,6 +208,148 @@ def _toml_value(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+# ------------------------------------------------------------------ the typed schema
+
+_TYPE_WORDS = {
+    bool: "a boolean (true or false, without quotes)",
+    int: "an integer (without quotes)",
+    float: "a number",
+    str: "a string (in quotes)",
+    type(None): "nothing",
+}
+_LIST_WORD = 'a list of strings (["a", "b"]) or one comma-separated string ("a,b")'
+_TABLE_WORD = "a table of strings or lists of strings ([model_card])"
+
+
+@functools.cache
+def _schema() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Field name -> (type, metadata), read from :class:`AuditConfig`'s annotations."""
+    hints = get_type_hints(AuditConfig)
+    return {f.name: (hints[f.name], dict(f.metadata)) for f in fields(AuditConfig)}
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in the words of a TOML file."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _show(value: Any) -> str:
+    """The value as it would be written in TOML (shortened)."""
+    text = _toml_value(value) if isinstance(value, (bool, int, float, str, list, tuple)) else None
+    text = text if text is not None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(value: Any, tp: Any) -> tuple[bool, Any]:
+    """``(True, value as the field holds it)`` when ``value`` fits type ``tp``."""
+    origin = get_origin(tp)
+    if origin in (Union, UnionType):
+        for arm in get_args(tp):
+            ok, converted = _convert(value, arm)
+            if ok:
+                return True, converted
+        return False, None
+    if tp is type(None):
+        return value is None, None
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if tp is str:
+        if isinstance(value, os.PathLike):  # the Python API may pass a Path
+            value = os.fspath(value)
+        return isinstance(value, str), value
+    if origin is tuple:  # tuple[str, ...]: a list of strings, or the CLI's comma string
+        if isinstance(value, str):
+            return True, parse_list(value)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return True, parse_list(value)
+        return False, None
+    if origin is dict:  # model_card: strings or lists of strings
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str)
+            and (
+                isinstance(v, str)
+                or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+            )
+            for k, v in value.items()
+        )
+        return ok, dict(value) if ok else None
+    raise TypeError(f"AuditConfig has a field of a type the schema does not know: {tp!r}")
+
+
+def _expected(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, UnionType):
+        words = [_expected(a) for a in get_args(tp) if a is not type(None)]
+        return " or ".join(words) + (", or leave it out" if type(None) in get_args(tp) else "")
+    if origin is tuple:
+        return _LIST_WORD
+    if origin is dict:
+        return _TABLE_WORD
+    return _TYPE_WORDS[tp]
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Check one configuration value against :class:`AuditConfig`'s schema; return it as the
+    field holds it (a comma string as a tuple, an int as a float where a float is expected).
+
+    The schema is the dataclass itself: each field's type annotation (``bool`` must be a TOML
+    boolean, ``int`` an integer but not a boolean, ``float`` any finite number,
+    ``tuple[str, ...]`` a list of strings or one comma-separated string, ``X | None`` may be
+    left out) and the bounds in its metadata (``min``, ``max``, ``above``).
+
+    Raises:
+        ReporterError: one line naming the key, the value and what was expected.
+    """
+    tp, bounds = _schema()[name]
+    if get_origin(tp) is dict and isinstance(value, dict):  # name the bad entry of the table
+        for key, entry in value.items():
+            strings = isinstance(entry, (list, tuple)) and all(isinstance(x, str) for x in entry)
+            if not (isinstance(entry, str) or strings):
+                raise ReporterError(
+                    f"{name}.{key} = {_show(entry)} is {_kind(entry)}; expected a string or a "
+                    "list of strings."
+                )
+    ok, converted = _convert(value, tp)
+    if not ok:
+        raise ReporterError(f"{name} = {_show(value)} is {_kind(value)}; expected {_expected(tp)}.")
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ReporterError(f"{name} = {_show(value)} is not a finite number.")
+    if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+        lo, hi, above = bounds.get("min"), bounds.get("max"), bounds.get("above")
+        if (lo is not None and converted < lo) or (hi is not None and converted > hi):
+            span = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise ReporterError(f"{name} = {_show(value)} is out of range; it must be {span}.")
+        if above is not None and not converted > above:
+            raise ReporterError(f"{name} = {_show(value)} must be above {above}.")
+    return converted
+
+
+def check_types(data: dict[str, Any]) -> None:
+    """Check every known key of ``data`` (see :func:`check_value`); unknown keys are left to
+    the caller."""
+    schema = _schema()
+    for key, value in data.items():
+        if key in schema:
+            check_value(key, value)
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> AuditConfig:
     """Read a TOML config (optional) and apply ``overrides`` (flags given on the command line).
 
@@ -230,7 +366,17 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ReporterError(f"{path} is not valid TOML: {exc}") from exc
         if isinstance(data.get("audit"), dict):  # allow an [audit] table too
-            data = {**data.pop("audit"), **data}
+            table = data.pop("audit")
+            both = sorted(set(table) & set(data))
+            if both:
+                raise ReporterError(
+                    f"{path} sets {both[0]!r} both at the top level and in [audit]; keep one."
+                )
+            data = {**table, **data}
+        try:
+            check_types(data)
+        except ReporterError as exc:
+            raise ReporterError(f"{path}: {exc}") from None
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     valid = {f.name for f in fields(AuditConfig)}
     unknown = [k for k in data if k not in valid]

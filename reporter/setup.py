@@ -193,8 +193,16 @@ def prepare(
             try:
                 save_checkpoint(ckpt, loaded.model, loaded.meta)
                 cached = str(ckpt)
-            except OSError as exc:
-                log.warning("could not cache the trained model in %s: %s", cache, exc)
+            except (OSError, RuntimeError) as exc:
+                # the cache is optional: a full disk (ENOSPC; torch.save reports it as a
+                # RuntimeError), a read-only or unwritable --cache-dir is a warning, not a stop
+                reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [""])[0]
+                log.warning(
+                    "could not cache the trained model in %s (%s); the run goes on without "
+                    "the cache.",
+                    cache,
+                    reason,
+                )
     else:
         size = (input_size, input_size) if input_size else None
         loaded = load_model(

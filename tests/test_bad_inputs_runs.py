@@ -156,7 +156,7 @@ def test_signal_stops_promptly_and_keeps_the_old_report(
     stderr = "".join(chunks)
     assert proc.returncode == code, (proc.returncode, stderr[-2000:])
     assert elapsed < 15, elapsed
-    assert f"{word}: stopped without writing a partial report." in stderr
+    assert f"{word}: stopped; the previous report was left unchanged." in stderr
     assert "Traceback" not in stderr
     assert_previous_intact(out)
     if cache.exists():  # no half-written cached checkpoint

@@ -5,7 +5,8 @@ Conventions the docs follow (and these tests enforce):
 - Every ``.. code-block:: python`` block runs. The blocks of one page run in order, in one
   namespace, in a shared temporary workspace that holds ``model.pt`` (an untrained ``gapnet``
   with the digits classes at 16 x 16, so examples check shapes, never accuracy) and
-  ``report/`` (a tiny real audit, written with the template example of ``templates.rst``).
+  ``report/`` (a tiny real audit, written with the template example of ``templates.rst``; a
+  copy stays in ``branded/``).
 - Every ``reporter VERB ...`` command in a code block (bash, text, yaml ...) or in an inline
   literal parses with the real click command (nothing runs).
 - Every ``make TARGET`` shown is a Makefile target.
@@ -22,6 +23,7 @@ import importlib
 import importlib.util
 import re
 import shlex
+import shutil
 import textwrap
 import tomllib
 import warnings
@@ -117,7 +119,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         AuditConfig(
             model=str(ws / "model.pt"),
             data="digits",
-            out=str(ws / "report"),
+            out=str(ws / "branded"),
             formats=("json", "html"),
             template_dir=str(branding),
             max_images=30,
@@ -127,6 +129,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
             quiet=True,
         )
     )
+    # the pages' examples write their own reports into report/ (each replaces the whole
+    # bundle), so the template example's report is kept apart in branded/
+    shutil.copytree(ws / "branded", ws / "report")
     return ws
 
 
@@ -330,7 +335,7 @@ def test_template_example_overrides_known_blocks() -> None:
 
 
 def test_template_example_renders(workspace: Path) -> None:
-    html = (workspace / "report" / "report.html").read_text(encoding="utf-8")
+    html = (workspace / "branded" / "report.html").read_text(encoding="utf-8")
     assert "Acme Corp · model risk review" in html
     assert "Sign-off" in html and 'id="appendix"' in html
     assert "Acme Corp, internal use only." in html

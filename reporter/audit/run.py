@@ -38,6 +38,7 @@ from reporter.config import AuditConfig
 from reporter.errors import ReporterError
 from reporter.metrics import classification_metrics
 from reporter.nn.device import model_device
+from reporter.outdir import output_lock
 from reporter.report.writer import publish_audit
 from reporter.setup import Prepared, prepare
 
@@ -157,11 +158,17 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
     Raises:
         ReporterError: for bad input; nothing in ``config.out`` is changed then.
     """
+    out = Path(config.out)
+    _check_output_folder(out)
+    # held for the whole run: a second audit into the same --out stops before doing any work
+    with output_lock(out):
+        return _run(config, out, argv or [])
+
+
+def _run(config: AuditConfig, out: Path, argv: list[str]) -> AuditResult:
     progress = not config.quiet
     timer = Timer(announce=progress)
     start = time.perf_counter()
-    out = Path(config.out)
-    _check_output_folder(out)
     torch.manual_seed(config.seed)
     with timer("setup", "loading the model and data (training if needed)"):
         prep = prepare(
@@ -216,7 +223,7 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
         sections,
         timings=timer.seconds,
         shortcut_check=check,
-        argv=argv or [],
+        argv=argv,
     )
     with timer("render", f"writing {', '.join(config.formats)} to {out}"):
         paths = publish_audit(

@@ -4,6 +4,12 @@
   template may not resolve to a file outside its folder (no ``..``, no symlinks out).
 - Jinja2 runs with autoescape and ``StrictUndefined``: a class name holding HTML is shown as
   text, and a template that asks for a missing value fails loudly instead of printing nothing.
+- With ``--template-dir``, every template (``report.html``, ``report.css`` and the default
+  theme's blocks they use) renders in Jinja2's ``ImmutableSandboxedEnvironment``: no
+  attribute starting with ``_`` (no ``__globals__``, ``__class__``, ``__subclasses__``), no
+  unsafe callables, no changing the report's data, ``range`` capped; a template that tries is
+  a one-line error. Only the package's own theme, with no ``--template-dir``, uses the plain
+  environment.
 - The PDF renderer fetches nothing from the network and reads no file outside the report
   folder: only ``data:`` URIs and files inside ``base_dir`` are resolved.
 """
@@ -17,11 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 
 from reporter.errors import ReporterError
 from reporter.explain.registry import METHODS
 
-__all__ = ["default_template_dir", "render_html", "render_pdf", "template_environment"]
+__all__ = [
+    "ReportSandbox",
+    "default_template_dir",
+    "render_html",
+    "render_pdf",
+    "template_environment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +47,30 @@ def default_template_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return here.parent / "templates"
+
+
+#: The largest string or list a sandboxed template may build with ``*`` (or number with ``**``).
+MAX_SANDBOX_SIZE = 10_000_000
+
+
+class ReportSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, plus a cap on ``*`` and ``**`` (a template that builds a
+    gigabyte string is refused instead of exhausting memory)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, (str, list, tuple))
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_SANDBOX_SIZE
+                ):
+                    raise jinja2.sandbox.SecurityError("the result of '*' would be too large")
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise jinja2.sandbox.SecurityError("the exponent of '**' is too large")
+        return super().call_binop(context, operator, left, right)
 
 
 class ConfinedLoader(jinja2.FileSystemLoader):
@@ -52,7 +89,11 @@ class ConfinedLoader(jinja2.FileSystemLoader):
 
 
 def template_environment(template_dir: str | Path | None = None) -> jinja2.Environment:
-    """The Jinja2 environment: user templates first, then the default theme."""
+    """The Jinja2 environment: user templates first, then the default theme.
+
+    With ``template_dir`` the environment is a :class:`ReportSandbox` (Jinja2's immutable
+    sandbox); only the package's own theme alone renders in a plain ``Environment``.
+    """
     loaders = []
     if template_dir is not None:
         path = Path(template_dir)
@@ -60,7 +101,9 @@ def template_environment(template_dir: str | Path | None = None) -> jinja2.Envir
             raise ReporterError(f"--template-dir {path} is not a folder.")
         loaders.append(ConfinedLoader(str(path)))
     loaders.append(ConfinedLoader(str(default_template_dir())))
-    env = jinja2.Environment(
+    # user templates are code from outside the package: they run in the sandbox
+    env_class = ReportSandbox if template_dir is not None else jinja2.Environment
+    env = env_class(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -85,6 +128,8 @@ def render_html(
         return template.render(
             audit=audit, fig=figures, css=css, titles={m: spec.title for m, spec in METHODS.items()}
         )
+    except ReporterError:
+        raise
     except jinja2.TemplateNotFound as exc:
         raise ReporterError(f"Template {exc.name!r} not found in the template folders.") from exc
     except jinja2.UndefinedError as exc:
@@ -93,6 +138,23 @@ def render_html(
         raise ReporterError(
             f"Template syntax error in {exc.filename or exc.name}, line {exc.lineno}: {exc.message}"
         ) from exc
+    except jinja2.sandbox.SecurityError as exc:
+        raise ReporterError(
+            f"A report template in {template_dir} tried something templates may not do "
+            f"({_one_line(exc)}); templates run in a sandbox and may only show the report's "
+            "values."
+        ) from None
+    except Exception as exc:  # a user template's runtime error (1/0, a bad filter)
+        if template_dir is None:
+            raise
+        raise ReporterError(
+            f"A report template in {template_dir} failed: {type(exc).__name__}: {_one_line(exc)}."
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _confined_fetcher(base_dir: Path):
