@@ -326,7 +326,7 @@ def test_new_bundle_replaces_the_old_one_whole_and_keeps_user_files(
     assert_ok(_json_audit(digits_checkpoint, out))
     names = {p.name for p in out.iterdir()}
     # the previous report's report.html / report.pdf are gone with it: nothing mixed
-    assert names == {"audit.json", "audit.toml", "notes.txt", "drafts", "link"}
+    assert names == {"audit.json", "artifacts", "audit.toml", "notes.txt", "drafts", "link"}
     assert json.loads((out / "audit.json").read_text())["metrics"]["n_images"] == 10
     assert (out / "drafts" / "a.md").read_text() == "draft\n"
     assert os.readlink(out / "link") == "notes.txt"
@@ -571,7 +571,7 @@ def test_kill_9_in_the_swap_leaves_the_old_report_and_the_next_run_cleans_up(
     assert [p for p in tmp_path.iterdir() if ".partial-" in p.name]  # left by the dead run
     assert_ok(_json_audit(digits_checkpoint, out))  # the next run, through the CLI
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
-    assert {p.name for p in out.iterdir()} == {"audit.json", "audit.toml"}
+    assert {p.name for p in out.iterdir()} == {"audit.json", "artifacts", "audit.toml"}
 
 
 def test_sighup_while_writing_keeps_the_old_report(tmp_path: Path, digits_checkpoint: Path) -> None:
@@ -598,6 +598,11 @@ def test_sigterm_during_the_swap_finishes_it_and_says_so(
     )
     assert rc == 143, stderr[-2000:]
     assert f"Terminated: stopped after the new report was written to {out}." in stderr
-    assert {p.name for p in out.iterdir()} == {"audit.json", "audit.toml", "report.html"}
+    assert {p.name for p in out.iterdir()} == {
+        "audit.json",
+        "artifacts",
+        "audit.toml",
+        "report.html",
+    }
     assert json.loads((out / "audit.json").read_text())["metrics"]["n_images"] == 10
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
