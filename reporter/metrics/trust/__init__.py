@@ -6,7 +6,9 @@ Pure, batched tensor code (no hooks, I/O or printing); the pipeline computes the
 - :mod:`~reporter.metrics.trust.faithfulness`: deletion / insertion (Petsiuk et al. 2018) and
   average drop / increase (Chattopadhay et al. 2018).
 - :mod:`~reporter.metrics.trust.localization`: pointing game and energy-based pointing game.
-- :mod:`~reporter.metrics.trust.shortcut`: per-class shortcut scores and flags.
+- :mod:`~reporter.metrics.trust.shortcut`: per-class saliency statistics ("inspect" candidates).
+- :mod:`~reporter.metrics.trust.interventions`: shortcut detection by intervention (background
+  swap with masks; consistent region, ablation and paste without).
 - :mod:`~reporter.metrics.trust.agreement`: rank correlation between methods.
 """
 
@@ -19,6 +21,19 @@ from reporter.metrics.trust.faithfulness import (
     average_drop_increase,
     baseline_images,
     deletion_insertion,
+)
+from reporter.metrics.trust.interventions import (
+    InterventionEffect,
+    PasteEffect,
+    Region,
+    RegionCue,
+    background_swap,
+    class_mean_maps,
+    consistent_region,
+    region_ablation,
+    region_cue,
+    region_paste,
+    region_shortcuts,
 )
 from reporter.metrics.trust.localization import (
     dilate,
@@ -41,6 +56,7 @@ from reporter.metrics.trust.sanity import (
 from reporter.metrics.trust.shortcut import (
     BORDER_EXCESS_THRESHOLD,
     LIFT_THRESHOLD,
+    LOCATION_AGREEMENT_THRESHOLD,
     OUTSIDE_THRESHOLD,
     border_fraction,
     border_share,
@@ -52,17 +68,25 @@ from reporter.metrics.trust.shortcut import (
 __all__ = [
     "BORDER_EXCESS_THRESHOLD",
     "LIFT_THRESHOLD",
+    "LOCATION_AGREEMENT_THRESHOLD",
     "OUTSIDE_THRESHOLD",
     "SPEARMAN_THRESHOLD",
     "SSIM_THRESHOLD",
     "ConfidenceChange",
     "DeletionInsertion",
+    "InterventionEffect",
+    "PasteEffect",
+    "Region",
+    "RegionCue",
     "SanityVerdict",
     "agreement_summary",
     "average_drop_increase",
+    "background_swap",
     "baseline_images",
     "border_fraction",
     "border_share",
+    "class_mean_maps",
+    "consistent_region",
     "deletion_insertion",
     "dilate",
     "energy_pointing_game",
@@ -76,6 +100,10 @@ __all__ = [
     "randomized_copies",
     "rank_correlation",
     "ranks",
+    "region_ablation",
+    "region_cue",
+    "region_paste",
+    "region_shortcuts",
     "sanity_verdict",
     "shortcut_scores",
     "ssim",
