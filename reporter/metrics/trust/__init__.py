@@ -42,9 +42,14 @@ from reporter.metrics.trust.localization import (
     pointing_game,
 )
 from reporter.metrics.trust.sanity import (
+    BATCHNORM_NOTE,
+    SANITY_MEANINGS,
     SPEARMAN_THRESHOLD,
     SSIM_THRESHOLD,
+    GradedSanity,
     SanityVerdict,
+    grade_randomization,
+    graded_randomization,
     parameter_layers,
     randomization_scores,
     randomized_copies,
@@ -66,14 +71,17 @@ from reporter.metrics.trust.shortcut import (
 )
 
 __all__ = [
+    "BATCHNORM_NOTE",
     "BORDER_EXCESS_THRESHOLD",
     "LIFT_THRESHOLD",
     "LOCATION_AGREEMENT_THRESHOLD",
     "OUTSIDE_THRESHOLD",
+    "SANITY_MEANINGS",
     "SPEARMAN_THRESHOLD",
     "SSIM_THRESHOLD",
     "ConfidenceChange",
     "DeletionInsertion",
+    "GradedSanity",
     "InterventionEffect",
     "PasteEffect",
     "Region",
@@ -90,6 +98,8 @@ __all__ = [
     "deletion_insertion",
     "dilate",
     "energy_pointing_game",
+    "grade_randomization",
+    "graded_randomization",
     "location_agreement",
     "method_agreement",
     "outside_fraction",

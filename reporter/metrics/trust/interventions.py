@@ -49,14 +49,18 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reporter.hooks import eval_mode
-from reporter.metrics.trust._common import as_maps, resize_maps
+from reporter.metrics.trust._common import (
+    as_maps,
+    bootstrap_interval,
+    resize_maps,
+    wilson_interval,
+)
 from reporter.metrics.trust.faithfulness import _blur
 from reporter.metrics.trust.shortcut import location_agreement
 
@@ -129,40 +133,6 @@ def _predict(model: ModelFn, images: torch.Tensor, batch_size: int) -> torch.Ten
     if not out:
         return torch.zeros(0, dtype=torch.long, device=images.device)
     return torch.cat(out).to(images.device)
-
-
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a rate ``k / n`` (``(0, 1)`` when ``n == 0``)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def bootstrap_interval(
-    values: torch.Tensor, *, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (one number per image).
-
-    Resampling is done with a private generator seeded with ``seed`` (the global RNG is
-    untouched). One value gives a zero-width interval; none gives ``(0, 0)``.
-    """
-    v = values.detach().double().reshape(-1).cpu()
-    n = v.numel()
-    if n == 0:
-        return (0.0, 0.0)
-    if n == 1 or n_boot < 1:
-        m = float(v.mean())
-        return (m, m)
-    gen = torch.Generator().manual_seed(int(seed))
-    means = v[torch.randint(n, (n_boot, n), generator=gen)].mean(dim=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    return (float(lo), float(hi))
 
 
 @dataclass(frozen=True)
