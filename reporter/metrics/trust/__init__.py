@@ -21,6 +21,7 @@ from reporter.metrics.trust.faithfulness import (
     average_drop_increase,
     baseline_images,
     deletion_insertion,
+    faithfulness_with_references,
 )
 from reporter.metrics.trust.interventions import (
     InterventionEffect,
@@ -36,10 +37,12 @@ from reporter.metrics.trust.interventions import (
     region_shortcuts,
 )
 from reporter.metrics.trust.localization import (
+    ZHANG_TOLERANCE,
     dilate,
     energy_pointing_game,
     per_class,
     pointing_game,
+    zhang_tolerance,
 )
 from reporter.metrics.trust.sanity import (
     BATCHNORM_NOTE,
@@ -79,6 +82,7 @@ __all__ = [
     "SANITY_MEANINGS",
     "SPEARMAN_THRESHOLD",
     "SSIM_THRESHOLD",
+    "ZHANG_TOLERANCE",
     "ConfidenceChange",
     "DeletionInsertion",
     "GradedSanity",
@@ -98,6 +102,7 @@ __all__ = [
     "deletion_insertion",
     "dilate",
     "energy_pointing_game",
+    "faithfulness_with_references",
     "grade_randomization",
     "graded_randomization",
     "location_agreement",
@@ -117,4 +122,5 @@ __all__ = [
     "sanity_verdict",
     "shortcut_scores",
     "ssim",
+    "zhang_tolerance",
 ]
