@@ -342,11 +342,12 @@ def faithfulness_with_references(
         blur_sigma: Blur sigma for the ``"blur"`` baseline.
 
     Returns:
-        ``{"steps", "ties": "random", "tie_orders", "random_maps", "n", "baselines": {name:
-        {"baseline", "deletion_auc", "insertion_auc", "random_deletion_auc",
-        "random_insertion_auc", "deletion_gain", "insertion_gain", "deletion_curve",
-        "insertion_curve"}}}``, all plain numbers. ``deletion_gain = random - map`` and
-        ``insertion_gain = map - random``: positive when the map beats a random one.
+        A JSON-ready dict with ``steps``, ``ties`` (``"random"``), ``tie_orders``,
+        ``random_maps``, ``n`` and ``baselines``: for each baseline name a dict with
+        ``baseline``, ``deletion_auc``, ``insertion_auc``, ``random_deletion_auc``,
+        ``random_insertion_auc``, ``deletion_gain``, ``insertion_gain``, ``deletion_curve`` and
+        ``insertion_curve``. ``deletion_gain = random - map`` and ``insertion_gain = map -
+        random``: positive when the map beats a random one.
     """
     b, _, h, w = images.shape
     sal = as_maps(saliency)
