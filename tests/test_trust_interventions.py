@@ -241,6 +241,7 @@ def test_region_shortcuts_flag_exactly_the_patch_class_and_locate_it():
     # class-0 images removes the patch, which the control shows is not a cue of theirs
     for name in ("square", "triangle", "cross"):
         assert res[name].paste.control_flip_rate == pytest.approx(res[name].paste.flip_rate)
+        assert res[name].region.peak_in_box == 0.0  # their maps are all zero: no peak
     d_json = cue.as_dict()
     assert json.loads(json.dumps(d_json)) == d_json
     assert d_json["basis"] == "region" and d_json["box"] == list(cue.region.box)

@@ -386,7 +386,8 @@ class Region:
         position: Where the box is, in words (``"top-left corner"``, ``"centre"``, ...).
         location_agreement: Mean pairwise correlation of the class's maps
             (:func:`~reporter.metrics.trust.shortcut.location_agreement`), when maps were given.
-        peak_in_box: Share of the class's maps whose maximum lies in the box, when given.
+        peak_in_box: Share of the class's maps whose maximum lies in the box, when given
+            (constant maps have no peak and count as outside).
         n: Number of maps given (0 when only the mean map was).
     """
 
@@ -488,9 +489,12 @@ def consistent_region(
         sal = resize_maps(as_maps(maps).float().to(m.device), (h, w))
         n = int(sal.shape[0])
         agreement = location_agreement(sal)
-        idx = sal.flatten(1).argmax(dim=1)
+        flat = sal.flatten(1)
+        idx = flat.argmax(dim=1)
         py, px = idx // w, idx % w
         inside = (py >= box[0]) & (py < box[2]) & (px >= box[1]) & (px < box[3])
+        span = flat.max(dim=1).values - flat.min(dim=1).values
+        inside &= span > 1e-6 * flat.abs().max(dim=1).values  # a constant map has no peak
         peak = float(inside.float().mean()) if n else 0.0
     return Region(
         box=box,
