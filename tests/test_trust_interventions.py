@@ -115,6 +115,7 @@ def test_background_swap_flags_background_model_only():
     for e in bg.values():
         assert e.n == 20 and e.accuracy_with == 1.0 and e.accuracy_without == 0.0
         assert e.drop == 1.0 and e.interval[0] > 0.9 and e.changed == 1.0
+        assert e.to_donor == 1.0  # the predictions follow the donor's background
     for e in obj.values():
         assert e.accuracy_with == e.accuracy_without == 1.0 and e.interval == (0.0, 0.0)
     d = bg["a"].as_dict()

@@ -152,6 +152,10 @@ class InterventionEffect:
         changed_interval: Wilson interval of ``changed``.
         flagged: Whether the effect passes the thresholds (see the module docstring).
         basis: ``"mask"`` (background interventions) or ``"region"``.
+        to_donor: Background swap only: share of the class's images predicted as their donor's
+            class after the swap (``None`` otherwise). High when the *donor's* background carries
+            a cue (a watermark in another class's corner): the drop is then that class's cue,
+            not this class's background.
         box: The ablated box ``(y0, x0, y1, x1)`` (end exclusive) for region interventions.
         thresholds: The thresholds used.
     """
@@ -169,6 +173,7 @@ class InterventionEffect:
     basis: str
     box: Box | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
+    to_donor: float | None = None
 
     def as_dict(self) -> dict:
         """A JSON-safe dict (tuples become lists)."""
@@ -195,6 +200,7 @@ def _effects(
     ci_lower_threshold: float,
     change_threshold: float | None,
     change_lower_threshold: float,
+    donor_labels: torch.Tensor | None = None,
 ) -> dict[str, InterventionEffect]:
     """Per-class effects from predictions ``before`` / ``after`` the intervention."""
     out: dict[str, InterventionEffect] = {}
@@ -234,6 +240,11 @@ def _effects(
             basis=basis,
             box=box,
             thresholds=dict(thresholds),
+            to_donor=(
+                float((after[sel] == donor_labels[sel]).double().mean())
+                if donor_labels is not None
+                else None
+            ),
         )
     return out
 
@@ -341,9 +352,11 @@ def background_swap(
         if class_names is not None
         else [str(i) for i in range(int(labels.max()) + 1)]
     )
+    donor_labels = None
     if mode == "swap":
         gen = torch.Generator().manual_seed(int(seed))
         donors = _donors(labels.cpu(), gen).to(images.device)
+        donor_labels = labels[donors]
         background = _object_free_background(images[donors], masks[donors])
     elif mode == "blur":
         sigma = blur_sigma if blur_sigma is not None else max(1.0, min(images.shape[-2:]) / 10)
@@ -368,6 +381,7 @@ def background_swap(
         ci_lower_threshold=ci_lower_threshold,
         change_threshold=change_threshold,
         change_lower_threshold=change_lower_threshold,
+        donor_labels=donor_labels,
     )
 
 
