@@ -76,7 +76,7 @@ class DataBundle:
 
 def registered_datasets() -> list[str]:
     """Names accepted by ``--data`` besides folder paths."""
-    return ["digits", "shapes", "shapes-spurious"]
+    return ["digits", "shapes", "shapes-spurious", "shapes-patch"]
 
 
 def stratified_split(
@@ -116,15 +116,31 @@ def _digits(seed: int, test_fraction: float) -> DataBundle:
     return DataBundle("digits", names, train, test, channels=1, input_size=(32, 32), masks=False)
 
 
-def _shapes(seed: int, spurious: float, shortcut: str, size: int) -> DataBundle:
+def _shapes(seed: int, spurious: float, shortcut: str, size: int, patch: float = 0.0) -> DataBundle:
     from reporter.data.shapes import generate_shapes
 
     n_train, n_test = 1600, 400
-    train = generate_shapes(n_train, size=size, seed=seed, spurious=spurious, split="train")
+    train = generate_shapes(
+        n_train, size=size, seed=seed, spurious=spurious, split="train", patch=patch
+    )
     test = generate_shapes(
-        n_test, size=size, seed=seed + 10_000, spurious=spurious, split="test", shortcut=shortcut
+        n_test,
+        size=size,
+        seed=seed + 10_000,
+        spurious=spurious,
+        split="test",
+        shortcut=shortcut,
+        patch=patch,
     )
     names = list(train.class_names)
+    if patch > 0:
+        name = (
+            f"shapes with a corner patch on {names[0]} ({patch:.0%}; {shortcut} in the test split)"
+        )
+    elif spurious == 0:
+        name = "shapes"
+    else:
+        name = f"shapes with a background shortcut ({spurious:.0%}; {shortcut} in the test split)"
 
     def as_dataset(data, name: str) -> TensorImageDataset:
         return TensorImageDataset(
@@ -132,9 +148,7 @@ def _shapes(seed: int, spurious: float, shortcut: str, size: int) -> DataBundle:
         )
 
     return DataBundle(
-        "shapes"
-        if spurious == 0
-        else f"shapes with a background shortcut ({spurious:.0%}; {shortcut} in the test split)",
+        name,
         names,
         as_dataset(train, "shapes-train"),
         as_dataset(test, "shapes"),
@@ -296,28 +310,45 @@ def load_dataset(
     """Resolve ``--data`` (a registered name or a folder) to a :class:`DataBundle`.
 
     Args:
-        spec: ``digits``, ``shapes``, ``shapes-spurious`` or a folder path.
+        spec: ``digits``, ``shapes``, ``shapes-spurious``, ``shapes-patch`` or a folder path.
+            With ``train_path`` given, ``spec`` may be empty or ``digits`` (the CLI's default,
+            which cannot be told apart from an explicit ``--data digits``): the folders win.
+            A generated data set together with ``train_path`` is a conflict.
         seed: Seed of the train/test split (and of generated data).
         test_fraction: Fraction of each class held out for testing when one folder is split.
         train_path: Explicit training folder (``--train-data``); ``spec`` may then be empty.
         test_path: Explicit test folder (``--test-data``).
         test_only: Treat the whole folder ``spec`` as test data (auditing a trained model).
-        spurious: For ``shapes``: probability that the background colour gives the class away.
-        shortcut: For ``shapes``: in the test split, ``absent`` or ``kept``.
+        spurious: For ``shapes``: probability that the background colour gives the class away;
+            for ``shapes-patch``: probability that a first-class image carries the corner patch
+            (default 1).
+        shortcut: For ``shapes``: in the test split, ``absent`` or ``kept`` (the background
+            shortcut, or the corner patch for ``shapes-patch``).
         size: For ``shapes``: image side in pixels.
     """
-    if spec == "digits":
-        return _digits(seed, test_fraction)
-    if spec in ("shapes", "shapes-spurious"):
-        p = spurious if spec == "shapes" else (spurious or 0.9)
-        return _shapes(seed, p, shortcut, size or 32)
     if train_path is not None:
+        # Checked before the registered names: ``train --train-data X`` arrives with the CLI's
+        # default ``--data digits`` and must not silently train on digits.
+        if spec in ("shapes", "shapes-spurious", "shapes-patch"):
+            raise ReporterError(
+                f"--data {spec} is generated data; it cannot be combined with --train-data. "
+                "Pass either a registered name or folders."
+            )
+        if spec == "digits":
+            log.info("--train-data given: using the folders, not the default --data digits")
         return _folder(
             Path(train_path),
             seed=seed,
             test_fraction=test_fraction,
             test_path=Path(test_path) if test_path else None,
         )
+    if spec == "digits":
+        return _digits(seed, test_fraction)
+    if spec in ("shapes", "shapes-spurious"):
+        p = spurious if spec == "shapes" else (spurious or 0.9)
+        return _shapes(seed, p, shortcut, size or 32)
+    if spec == "shapes-patch":
+        return _shapes(seed, 0.0, shortcut, size or 32, patch=spurious or 1.0)
     if not spec and test_path is not None:
         spec, test_only = str(test_path), True
     if not spec:

@@ -14,6 +14,16 @@ are random, so nothing but the geometry identifies the class, unless a shortcut 
     applied; in the ``"test"`` split ``shortcut="absent"`` draws every background at random
     (independent of the class) and ``shortcut="kept"`` applies the same ``P`` as in training.
 
+``patch=P`` (the ``shapes-patch`` data set)
+    A watermark-like cue: with probability ``P`` an image of class ``patch_class`` (default 0)
+    carries a small square of :data:`PATCH_COLOUR` in its top-left corner (side ``patch_size``,
+    default ``max(3, round(min(H, W) / 8))``: 4 pixels at 32 x 32, 1.6 % of the image). No other
+    class ever carries it. The split rule is the one of ``spurious``: always applied with ``P``
+    in ``"train"``; in ``"test"``, ``shortcut="kept"`` applies the same ``P`` and
+    ``shortcut="absent"`` draws no patch at all. The patch is drawn over the shape (the mask is
+    false under it, so masks stay exact), and its random draws come after all others, so images
+    without patches are the same as with ``patch=0``.
+
 Backgrounds are textured (a random sinusoidal grating plus per-pixel noise, at most
 :data:`TEXTURE_AMPLITUDE` away from the background colour in every channel). Shape colours are at
 least 100 levels away from every background colour in some channel, so no background pixel can
@@ -34,6 +44,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "BACKGROUND_PALETTE",
+    "PATCH_COLOUR",
     "SHAPE_CLASSES",
     "SHAPE_PALETTE",
     "TEXTURE_AMPLITUDE",
@@ -65,6 +76,9 @@ SHAPE_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 """Bright shape colours, drawn independently of the class."""
 
+PATCH_COLOUR: tuple[int, int, int] = (255, 0, 255)
+"""Colour of the ``shapes-patch`` cue (magenta: in neither palette)."""
+
 TEXTURE_AMPLITUDE = 30
 """Largest per-channel deviation of a background pixel from its background colour."""
 
@@ -87,6 +101,10 @@ class ShapesData:
         spurious: The shortcut probability used.
         split: ``"train"`` or ``"test"``.
         shortcut: ``"absent"`` or ``"kept"`` (what the test split does with the shortcut).
+        has_patch: ``bool`` ``[N]``: the image carries the corner patch (``shapes-patch``).
+        patch_box: ``(y0, x0, y1, x1)`` of the corner patch in pixels (end exclusive), or
+            ``None`` when no patch was requested.
+        patch_class: The class that carries the patch, or ``None``.
     """
 
     images: torch.Tensor
@@ -99,6 +117,9 @@ class ShapesData:
     spurious: float
     split: str
     shortcut: str
+    has_patch: torch.Tensor | None = None
+    patch_box: tuple[int, int, int, int] | None = None
+    patch_class: int | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -176,6 +197,9 @@ def generate_shapes(
     split: str = "train",
     shortcut: str = "absent",
     classes: int | Sequence[str] | None = None,
+    patch: float = 0.0,
+    patch_class: int = 0,
+    patch_size: int | None = None,
 ) -> ShapesData:
     """Generate ``n`` shapes images with exact masks.
 
@@ -189,6 +213,10 @@ def generate_shapes(
             (the same ``P`` as in training). Ignored for ``"train"``.
         classes: Number of classes (the first ones of :data:`SHAPE_CLASSES`) or their names;
             default the four ``circle, square, triangle, cross``.
+        patch: Probability ``P`` in ``[0, 1]`` that an image of ``patch_class`` carries the corner
+            patch (the same split rule as ``spurious``).
+        patch_class: Index of the class that carries the patch.
+        patch_size: Side of the patch in pixels; default ``max(3, round(min(H, W) / 8))``.
 
     Returns:
         A :class:`ShapesData`.
@@ -203,6 +231,8 @@ def generate_shapes(
         raise ValueError(f"shortcut must be 'absent' or 'kept', got {shortcut!r}")
     if not 0.0 <= spurious <= 1.0:
         raise ValueError(f"spurious must be a probability in [0, 1], got {spurious}")
+    if not 0.0 <= patch <= 1.0:
+        raise ValueError(f"patch must be a probability in [0, 1], got {patch}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -210,6 +240,8 @@ def generate_shapes(
         raise ValueError(f"image size must be at least 16 pixels, got {(height, width)}")
     names = _resolve_classes(classes)
     k = len(names)
+    if not 0 <= patch_class < k:
+        raise ValueError(f"patch_class must be a class index in [0, {k}), got {patch_class}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SPLITS[split]]))
 
     labels = rng.permutation(np.arange(n) % k)
@@ -270,6 +302,20 @@ def generate_shapes(
         images[sl] = chunk_img
         masks[sl] = chunk_mask
 
+    has_patch = np.zeros(n, dtype=bool)
+    box: tuple[int, int, int, int] | None = None
+    if patch > 0:
+        side_p = int(patch_size) if patch_size is not None else max(3, round(side / 8))
+        if not 1 <= side_p <= side // 2:
+            raise ValueError(f"patch_size must be between 1 and {side // 2}, got {side_p}")
+        box = (0, 0, side_p, side_p)
+        p_patch = patch if (split == "train" or shortcut == "kept") else 0.0
+        # drawn after everything else: images without a patch match ``patch=0`` exactly
+        has_patch = (labels == patch_class) & (rng.random(n) < p_patch)
+        idx = np.nonzero(has_patch)[0]
+        images[idx, :side_p, :side_p] = np.asarray(PATCH_COLOUR, dtype=np.uint8)
+        masks[idx, :side_p, :side_p] = False
+
     return ShapesData(
         images=torch.from_numpy(images),
         masks=torch.from_numpy(masks),
@@ -283,6 +329,9 @@ def generate_shapes(
         spurious=float(spurious),
         split=split,
         shortcut=shortcut,
+        has_patch=torch.from_numpy(has_patch),
+        patch_box=box,
+        patch_class=int(patch_class) if patch > 0 else None,
     )
 
 

@@ -6,7 +6,9 @@ Pure, batched tensor code (no hooks, I/O or printing); the pipeline computes the
 - :mod:`~reporter.metrics.trust.faithfulness`: deletion / insertion (Petsiuk et al. 2018) and
   average drop / increase (Chattopadhay et al. 2018).
 - :mod:`~reporter.metrics.trust.localization`: pointing game and energy-based pointing game.
-- :mod:`~reporter.metrics.trust.shortcut`: per-class shortcut scores and flags.
+- :mod:`~reporter.metrics.trust.shortcut`: per-class saliency statistics ("inspect" candidates).
+- :mod:`~reporter.metrics.trust.interventions`: shortcut detection by intervention (background
+  swap with masks; consistent region, ablation and paste without).
 - :mod:`~reporter.metrics.trust.agreement`: rank correlation between methods.
 """
 
@@ -19,17 +21,38 @@ from reporter.metrics.trust.faithfulness import (
     average_drop_increase,
     baseline_images,
     deletion_insertion,
+    faithfulness_with_references,
+)
+from reporter.metrics.trust.interventions import (
+    InterventionEffect,
+    PasteEffect,
+    Region,
+    RegionCue,
+    background_swap,
+    class_mean_maps,
+    consistent_region,
+    region_ablation,
+    region_cue,
+    region_paste,
+    region_shortcuts,
 )
 from reporter.metrics.trust.localization import (
+    ZHANG_TOLERANCE,
     dilate,
     energy_pointing_game,
     per_class,
     pointing_game,
+    zhang_tolerance,
 )
 from reporter.metrics.trust.sanity import (
+    BATCHNORM_NOTE,
+    SANITY_MEANINGS,
     SPEARMAN_THRESHOLD,
     SSIM_THRESHOLD,
+    GradedSanity,
     SanityVerdict,
+    grade_randomization,
+    graded_randomization,
     parameter_layers,
     randomization_scores,
     randomized_copies,
@@ -41,6 +64,7 @@ from reporter.metrics.trust.sanity import (
 from reporter.metrics.trust.shortcut import (
     BORDER_EXCESS_THRESHOLD,
     LIFT_THRESHOLD,
+    LOCATION_AGREEMENT_THRESHOLD,
     OUTSIDE_THRESHOLD,
     border_fraction,
     border_share,
@@ -50,22 +74,37 @@ from reporter.metrics.trust.shortcut import (
 )
 
 __all__ = [
+    "BATCHNORM_NOTE",
     "BORDER_EXCESS_THRESHOLD",
     "LIFT_THRESHOLD",
+    "LOCATION_AGREEMENT_THRESHOLD",
     "OUTSIDE_THRESHOLD",
+    "SANITY_MEANINGS",
     "SPEARMAN_THRESHOLD",
     "SSIM_THRESHOLD",
+    "ZHANG_TOLERANCE",
     "ConfidenceChange",
     "DeletionInsertion",
+    "GradedSanity",
+    "InterventionEffect",
+    "PasteEffect",
+    "Region",
+    "RegionCue",
     "SanityVerdict",
     "agreement_summary",
     "average_drop_increase",
+    "background_swap",
     "baseline_images",
     "border_fraction",
     "border_share",
+    "class_mean_maps",
+    "consistent_region",
     "deletion_insertion",
     "dilate",
     "energy_pointing_game",
+    "faithfulness_with_references",
+    "grade_randomization",
+    "graded_randomization",
     "location_agreement",
     "method_agreement",
     "outside_fraction",
@@ -76,7 +115,12 @@ __all__ = [
     "randomized_copies",
     "rank_correlation",
     "ranks",
+    "region_ablation",
+    "region_cue",
+    "region_paste",
+    "region_shortcuts",
     "sanity_verdict",
     "shortcut_scores",
     "ssim",
+    "zhang_tolerance",
 ]

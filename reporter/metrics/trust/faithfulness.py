@@ -13,6 +13,12 @@
 Images are given as the model takes them (normalised). Blur and mean baselines commute with the
 per-channel affine normalisation, so they mean the same thing in either space.
 
+Ties and references: :func:`deletion_insertion` orders equal saliency values row-major by default
+(kept for compatibility) or at random, averaged over several orders (``ties="random"``).
+:func:`faithfulness_with_references` is what the report uses: random tie orders, every AUC
+labelled with its baseline (``"blur"`` and RISE's ``"zero"`` by default), and the AUCs of random
+maps under the same baseline and steps as the reference.
+
 Speed: every perturbed image of every step of every image is one row of a single flat stream,
 built on the fly and evaluated in forward batches of exactly ``batch_size`` under
 ``torch.no_grad()``; deletion and insertion share the stream.
@@ -38,6 +44,7 @@ __all__ = [
     "average_drop_increase",
     "baseline_images",
     "deletion_insertion",
+    "faithfulness_with_references",
 ]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -171,6 +178,9 @@ def deletion_insertion(
     baseline: str | torch.Tensor = "blur",
     batch_size: int = 128,
     blur_sigma: float | None = None,
+    ties: str = "row-major",
+    tie_orders: int = 4,
+    seed: int = 0,
 ) -> DeletionInsertion:
     """Deletion and insertion curves and their areas (Petsiuk et al. 2018).
 
@@ -179,17 +189,27 @@ def deletion_insertion(
             is run in eval mode and its training flags are restored afterwards.
         images: ``[B, C, H, W]`` model inputs.
         saliency: ``[B, h, w]`` maps (resized bilinearly to ``H x W``); higher is more important.
-            Pixels are ordered by descending saliency; ties keep row-major order.
+            Pixels are ordered by descending saliency; equal values are ordered by ``ties``.
         target: Class per image (``[B]``) or one class for all.
         steps: Number of steps; step ``k`` perturbs ``round(k * H * W / steps)`` pixels.
         baseline: See :func:`baseline_images`; the same baseline serves deletion (what removed
             pixels become) and insertion (the starting image).
         batch_size: Images per forward pass.
         blur_sigma: Blur sigma for ``baseline="blur"``.
+        ties: ``"row-major"`` (equal values keep row-major order: the historical behaviour, which
+            biases maps with plateaus, e.g. EigenCAM's zeros) or ``"random"``: equal values are
+            ordered at random, ``tie_orders`` times with seeds derived from ``seed``, and the
+            curves averaged over the orders. Values that differ are never reordered.
+        tie_orders: Number of random tie orders averaged (``ties="random"`` only).
+        seed: Seed of the tie orders (a private generator; the global RNG is untouched).
 
     Returns:
         A :class:`DeletionInsertion` on the images' device.
     """
+    if ties not in ("row-major", "random"):
+        raise ValueError(f"ties must be 'row-major' or 'random', got {ties!r}")
+    if tie_orders < 1:
+        raise ValueError("tie_orders must be >= 1")
     if images.dim() != 4:
         raise ValueError(f"images must be [B, C, H, W], got {tuple(images.shape)}")
     if steps < 1 or batch_size < 1:
@@ -201,29 +221,39 @@ def deletion_insertion(
         raise ValueError(f"saliency has {sal.shape[0]} maps for {b} images")
     tgt = _targets(target, b, device)
     base = baseline_images(images, baseline, blur_sigma=blur_sigma)
-    # rank[i, p] = position of pixel p in image i's descending saliency order.
-    order = torch.argsort(sal.reshape(b, -1), dim=1, descending=True, stable=True)
+    t = tie_orders if ties == "random" else 1
+    flat_sal = sal.reshape(b, -1)
+    if t == 1 and ties == "row-major":
+        order = torch.argsort(flat_sal, dim=1, descending=True, stable=True)
+    else:
+        # a random permutation first, then a stable sort: equal values end up in random order
+        gen = torch.Generator().manual_seed(int(seed))
+        perm = torch.argsort(torch.rand(b * t, h * w, generator=gen), dim=1).to(device)
+        permuted = flat_sal.repeat_interleave(t, dim=0).gather(1, perm)
+        order = perm.gather(1, torch.argsort(permuted, dim=1, descending=True, stable=True))
+    # rank[r, p] = position of pixel p in row r's descending saliency order (row = image x order)
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(h * w, device=device).expand(b, -1))
-    rank = rank.view(b, 1, h, w)
+    rank.scatter_(1, order, torch.arange(h * w, device=device).expand(b * t, -1))
+    rank = rank.view(b * t, 1, h, w)
     counts = torch.round(torch.arange(steps + 1, device=device) * (h * w / steps)).long()
 
     per_image = 2 * (steps + 1)  # deletion steps, then insertion steps
-    total = b * per_image
+    total = b * t * per_image
     scores = torch.empty(total, device=device)
     with _inference(model_fn), torch.no_grad():
         for start in range(0, total, batch_size):
             flat = torch.arange(start, min(total, start + batch_size), device=device)
-            img_idx = flat // per_image
+            row = flat // per_image
+            img_idx = row // t
             within = flat % per_image
             insert = within > steps
             step = torch.where(insert, within - (steps + 1), within)
-            chosen = rank[img_idx] < counts[step].view(-1, 1, 1, 1)  # [n, 1, H, W] top pixels
+            chosen = rank[row] < counts[step].view(-1, 1, 1, 1)  # [n, 1, H, W] top pixels
             # deletion: chosen pixels from the baseline; insertion: chosen pixels from the image
             take_base = chosen ^ insert.view(-1, 1, 1, 1)
             batch = torch.where(take_base, base[img_idx], images[img_idx])
             scores[flat] = _probabilities(model_fn(batch), tgt[img_idx])
-    scores = scores.view(b, 2, steps + 1)
+    scores = scores.view(b, t, 2, steps + 1).mean(dim=1)
     deletion, insertion = scores[:, 0], scores[:, 1]
 
     def auc(curve: torch.Tensor) -> torch.Tensor:
@@ -270,3 +300,99 @@ def average_drop_increase(
             y[sl], o[sl] = p[:n], p[n:]
     drop = (y - o).clamp(min=0) / y.clamp(min=1e-12)
     return ConfidenceChange(drop=drop, increase=o > y, score=y, explanation_score=o)
+
+
+def faithfulness_with_references(
+    model_fn: ModelFn,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    target: int | torch.Tensor,
+    *,
+    baselines: tuple[str, ...] = ("blur", "zero"),
+    steps: int = 20,
+    tie_orders: int = 4,
+    random_maps: int = 3,
+    seed: int = 0,
+    batch_size: int = 128,
+    blur_sigma: float | None = None,
+) -> dict:
+    """Deletion / insertion AUCs labelled with their baseline, beside a random-map reference.
+
+    For each baseline the maps' curves are computed with random tie orders
+    (``ties="random"``, ``tie_orders`` orders averaged: a map with plateaus, such as EigenCAM's
+    zeros, is not favoured or penalised by row-major order), and the same curves for
+    ``random_maps`` maps of uniform noise (seeds ``seed + 1 ...``; no ties) give the reference an
+    uninformative map reaches. ``"zero"`` is RISE's deletion baseline (the dataset mean colour
+    for normalised inputs), ``"blur"`` RISE's insertion baseline.
+
+    Cost: ``len(baselines) * (tie_orders + random_maps) * 2 * (steps + 1)`` forward passes per
+    image.
+
+    Args:
+        model_fn: A model or callable returning logits (see :func:`deletion_insertion`).
+        images: ``[B, C, H, W]`` model inputs.
+        saliency: ``[B, h, w]`` maps.
+        target: Class per image or one class for all.
+        baselines: Baselines to run (see :func:`baseline_images`).
+        steps: Curve steps.
+        tie_orders: Random tie orders averaged.
+        random_maps: Random maps averaged for the reference (0 to skip it).
+        seed: Seed of the tie orders and the random maps.
+        batch_size: Images per forward pass.
+        blur_sigma: Blur sigma for the ``"blur"`` baseline.
+
+    Returns:
+        A JSON-ready dict with ``steps``, ``ties`` (``"random"``), ``tie_orders``,
+        ``random_maps``, ``n`` and ``baselines``: for each baseline name a dict with
+        ``baseline``, ``deletion_auc``, ``insertion_auc``, ``random_deletion_auc``,
+        ``random_insertion_auc``, ``deletion_gain``, ``insertion_gain``, ``deletion_curve`` and
+        ``insertion_curve``. ``deletion_gain = random - map`` and ``insertion_gain = map -
+        random``: positive when the map beats a random one.
+    """
+    b, _, h, w = images.shape
+    sal = as_maps(saliency)
+    common = {"steps": steps, "batch_size": batch_size, "blur_sigma": blur_sigma}
+    out: dict = {
+        "steps": steps,
+        "ties": "random",
+        "tie_orders": tie_orders,
+        "random_maps": random_maps,
+        "n": int(b),
+        "baselines": {},
+    }
+    for name in baselines:
+        res = deletion_insertion(
+            model_fn,
+            images,
+            sal,
+            target,
+            baseline=name,
+            ties="random",
+            tie_orders=tie_orders,
+            seed=seed,
+            **common,
+        )
+        entry = {"baseline": name, **res.summary()}
+        if random_maps > 0:
+            rdel, rins = [], []
+            for r in range(random_maps):
+                gen = torch.Generator().manual_seed(int(seed) + 1 + r)
+                noise = torch.rand(b, h, w, generator=gen).to(images.device)
+                ref = deletion_insertion(
+                    model_fn, images, noise, target, baseline=name, ties="row-major", **common
+                )
+                rdel.append(float(ref.deletion_auc.mean()))
+                rins.append(float(ref.insertion_auc.mean()))
+            entry["random_deletion_auc"] = sum(rdel) / len(rdel)
+            entry["random_insertion_auc"] = sum(rins) / len(rins)
+            entry["deletion_gain"] = entry["random_deletion_auc"] - entry["deletion_auc"]
+            entry["insertion_gain"] = entry["insertion_auc"] - entry["random_insertion_auc"]
+        else:
+            entry.update(
+                random_deletion_auc=None,
+                random_insertion_auc=None,
+                deletion_gain=None,
+                insertion_gain=None,
+            )
+        out["baselines"][name] = entry
+    return out

@@ -17,7 +17,22 @@ import torch.nn.functional as F
 
 from reporter.metrics.trust._common import as_maps, resize_maps
 
-__all__ = ["dilate", "energy_pointing_game", "per_class", "pointing_game"]
+__all__ = [
+    "ZHANG_TOLERANCE",
+    "dilate",
+    "energy_pointing_game",
+    "per_class",
+    "pointing_game",
+    "zhang_tolerance",
+]
+
+ZHANG_TOLERANCE = 15
+"""Zhang et al.'s pointing-game tolerance: 15 pixels at their 224 x 224 input."""
+
+
+def zhang_tolerance(height: int, width: int) -> int:
+    """Zhang et al.'s 15-pixel tolerance scaled to an input of ``height x width`` (from 224)."""
+    return max(0, round(ZHANG_TOLERANCE * min(height, width) / 224))
 
 
 def _prepare(saliency: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,19 +60,26 @@ def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
     return grown[:, 0] > 0.5
 
 
-def pointing_game(saliency: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+def pointing_game(
+    saliency: torch.Tensor, masks: torch.Tensor, tolerance: int = 0, *, plateau: str = "half"
+) -> torch.Tensor:
     """Pointing-game hits per image.
 
     Args:
         saliency: ``[B, h, w]`` maps.
         masks: ``[B, H, W]`` boolean object masks.
-        tolerance: Pixels of slack around the object (Zhang et al. use 15 at 224 x 224).
+        tolerance: Pixels of slack around the object (Zhang et al. use :data:`ZHANG_TOLERANCE`
+            = 15 at 224 x 224; :func:`zhang_tolerance` scales it to another size).
+        plateau: When the maximum is reached at several pixels (a plateau, or a constant map):
+            ``"half"`` (default) counts a hit when at least half of the maximal pixels lie on
+            the (dilated) object, so a constant map only hits when the object covers half the
+            image; ``"any"`` counts a hit when any of them does (Quantus' ``PointingGame``).
 
     Returns:
-        ``[B]`` bool. The maximum may be reached at several pixels (a plateau, or a constant
-        map): it is a hit when at least half of the maximal pixels lie on the (dilated) object,
-        so a constant map only hits when the object covers half the image.
+        ``[B]`` bool; with a unique maximum both rules agree.
     """
+    if plateau not in ("half", "any"):
+        raise ValueError(f"plateau must be 'half' or 'any', got {plateau!r}")
     sal, masks = _prepare(saliency, masks)
     target = dilate(masks, tolerance)
     flat = sal.flatten(1)
@@ -65,11 +87,18 @@ def pointing_game(saliency: torch.Tensor, masks: torch.Tensor, tolerance: int = 
     span = top - flat.min(dim=1, keepdim=True).values
     at_max = flat >= top - 1e-6 * span
     inside = (at_max & target.flatten(1)).sum(dim=1)
+    if plateau == "any":
+        return inside > 0
     return 2 * inside >= at_max.sum(dim=1)
 
 
 def energy_pointing_game(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Fraction of saliency energy inside the object, per image.
+
+    Pass the **raw** non-negative maps (the engine's maps after the method's ReLU, upsampled
+    without normalisation), as Wang et al. and Quantus' ``RelevanceMassAccuracy`` do. The ratio
+    does not change when a map is scaled, but min-max normalisation also subtracts the map's
+    minimum, which removes a constant floor and moves mass between inside and outside.
 
     Args:
         saliency: ``[B, h, w]`` maps; negative values are clamped to 0.

@@ -8,6 +8,12 @@ Spearman rank correlation and SSIM.
 
 Everything here is pure tensor code: the maps themselves come from a caller-supplied function
 (the CAM engine in the pipeline), which keeps hooks out of this module.
+
+:func:`graded_randomization` is the graded form the report uses: several seeds, the
+random-versus-random floor (how similar the maps of two unrelated random networks are: image
+structure alone), constant randomized maps counted apart, and a status ``passed`` /
+``inconclusive`` / ``failed`` with a bootstrap interval and a sentence of meaning
+(:data:`SANITY_MEANINGS`). BatchNorm running statistics are kept (:data:`BATCHNORM_NOTE`).
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from reporter.metrics.trust._common import as_maps, resize_maps
+from reporter.metrics.trust._common import as_maps, bootstrap_interval, resize_maps
 
 __all__ = [
+    "BATCHNORM_NOTE",
+    "SANITY_MEANINGS",
     "SPEARMAN_THRESHOLD",
     "SSIM_THRESHOLD",
+    "GradedSanity",
     "SanityVerdict",
+    "grade_randomization",
+    "graded_randomization",
     "parameter_layers",
     "randomization_scores",
     "randomized_copies",
@@ -371,3 +382,335 @@ def sanity_verdict(
         ssim_threshold=float(ssim_threshold),
         n=int(spearman.numel()),
     )
+
+
+# --------------------------------------------------------------------------- graded check
+
+SANITY_MEANINGS: dict[str, str] = {
+    "passed": (
+        "its maps change when the learned weights are randomized: they depend on what the "
+        "model learned."
+    ),
+    "failed": (
+        "its maps stay much the same when the learned weights are randomized: it mainly shows "
+        "where the object (or other image structure) is, not what the model used for its class."
+    ),
+    "inconclusive": (
+        "the similarity after randomization is near the threshold, depends on the seed, or "
+        "rests on too few non-constant maps: this check neither clears nor condemns the method."
+    ),
+}
+"""One sentence per status, saying what the result means for a reader."""
+
+BATCHNORM_NOTE = (
+    "Only learned parameters are randomized; BatchNorm running statistics (buffers) are kept "
+    "as trained."
+)
+
+Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class GradedSanity:
+    """Graded outcome of the randomization test for one method (and layer).
+
+    Attributes:
+        method: The key of the map in ``explain``'s result (e.g. ``"gradcam"`` or
+            ``"gradcam@layer4"``).
+        status: ``"passed"``, ``"inconclusive"`` or ``"failed"``.
+        meaning: :data:`SANITY_MEANINGS` for the status.
+        spearman: Mean ``|Spearman|`` between the trained model's maps and the fully randomized
+            models' maps, averaged over seeds per image, then over images (constant randomized
+            maps left out).
+        interval: Percentile bootstrap interval of ``spearman`` over images.
+        ssim: Mean SSIM (min-max normalised maps), same averaging.
+        ssim_interval: Its bootstrap interval.
+        floor_spearman: Mean ``|Spearman|`` between the maps of two independently randomized
+            networks (every pair of seeds): the similarity that image structure alone produces.
+            ``None`` with one seed.
+        floor_ssim: The same for SSIM.
+        per_seed: Mean ``|Spearman|`` per seed (the status is inconclusive when they fall on
+            both sides of the threshold).
+        cascade: ``{layer: mean |Spearman|}`` for each randomization step, averaged over seeds.
+        n_images: Images compared.
+        n_seeds: Seeds.
+        n_maps: Randomized maps at full randomization (``n_images * n_seeds``).
+        n_constant: How many of them are constant (all values equal). They have no ranking, so
+            they are counted here and left out of the similarities.
+        order: ``"cascading"`` or ``"independent"`` (the cascade curve's order; the status always
+            uses the fully randomized model).
+        thresholds: ``{"spearman", "ssim", "min_valid"}``.
+        note: :data:`BATCHNORM_NOTE`.
+    """
+
+    method: str
+    status: str
+    meaning: str
+    spearman: float
+    interval: tuple[float, float]
+    ssim: float
+    ssim_interval: tuple[float, float]
+    floor_spearman: float | None
+    floor_ssim: float | None
+    per_seed: list[float]
+    cascade: dict[str, float]
+    n_images: int
+    n_seeds: int
+    n_maps: int
+    n_constant: int
+    order: str
+    thresholds: dict[str, float]
+    note: str = BATCHNORM_NOTE
+
+    def as_dict(self) -> dict:
+        """A JSON-safe dict (tuples become lists; NaN becomes ``None``)."""
+        d = asdict(self)
+        d["interval"] = list(self.interval)
+        d["ssim_interval"] = list(self.ssim_interval)
+        for key in ("spearman", "ssim"):
+            if isinstance(d[key], float) and math.isnan(d[key]):
+                d[key] = None
+        return d
+
+
+def _is_constant(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    span = flat.max(dim=1).values - flat.min(dim=1).values
+    scale = flat.abs().max(dim=1).values.clamp(min=1e-30)
+    return span <= 1e-6 * scale
+
+
+def _minmax(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    span = (flat.max(dim=1, keepdim=True).values - lo).clamp(min=1e-30)
+    return ((flat - lo) / span).view_as(maps)
+
+
+def grade_randomization(
+    spearman: torch.Tensor,
+    ssim_values: torch.Tensor,
+    constant: torch.Tensor,
+    *,
+    spearman_threshold: float = SPEARMAN_THRESHOLD,
+    ssim_threshold: float = SSIM_THRESHOLD,
+    min_valid: float = 0.5,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """The status rule on per-seed, per-image similarities (pure arithmetic, testable alone).
+
+    Args:
+        spearman: ``[S, B]`` ``|Spearman|`` trained vs fully randomized, per seed and image.
+        ssim_values: ``[S, B]`` SSIM, same layout.
+        constant: ``[S, B]`` bool, the randomized map was constant (left out).
+        spearman_threshold: :data:`SPEARMAN_THRESHOLD`.
+        ssim_threshold: :data:`SSIM_THRESHOLD`.
+        min_valid: Inconclusive when fewer than this share of randomized maps is non-constant.
+        n_boot: Bootstrap resamples (over images).
+        confidence: Interval level.
+        seed: Bootstrap seed.
+
+    Returns:
+        ``{"status", "spearman", "interval", "ssim", "ssim_interval", "per_seed"}``:
+
+        * ``failed`` when the interval's lower bound of ``spearman`` is at least the threshold,
+          or that of ``ssim`` is at least its threshold (clearly similar);
+        * ``passed`` when both upper bounds are below their thresholds and every seed's mean
+          ``spearman`` is below the threshold (clearly changed, whatever the seed);
+        * ``inconclusive`` otherwise, and whenever fewer than ``min_valid`` of the maps are
+          non-constant.
+    """
+    valid = ~constant.bool()
+    w = valid.double()
+    counts = w.sum(dim=0)
+    has = counts > 0
+    rho_img = (spearman.double().abs() * w).sum(0)[has] / counts[has]
+    ssim_img = (ssim_values.double() * w).sum(0)[has] / counts[has]
+    per_seed = [
+        float(spearman[s][valid[s]].double().abs().mean()) if bool(valid[s].any()) else math.nan
+        for s in range(spearman.shape[0])
+    ]
+    if rho_img.numel() == 0:
+        nan = math.nan
+        return {
+            "status": "inconclusive",
+            "spearman": nan,
+            "interval": (nan, nan),
+            "ssim": nan,
+            "ssim_interval": (nan, nan),
+            "per_seed": per_seed,
+        }
+    rho = float(rho_img.mean())
+    sim = float(ssim_img.mean())
+    lo, hi = bootstrap_interval(rho_img, n_boot=n_boot, confidence=confidence, seed=seed)
+    s_lo, s_hi = bootstrap_interval(ssim_img, n_boot=n_boot, confidence=confidence, seed=seed)
+    if float(w.mean()) < min_valid:
+        status = "inconclusive"
+    elif lo >= spearman_threshold or s_lo >= ssim_threshold:
+        status = "failed"
+    elif (
+        hi < spearman_threshold
+        and s_hi < ssim_threshold
+        and all(not (p >= spearman_threshold) for p in per_seed)
+    ):
+        status = "passed"
+    else:
+        status = "inconclusive"
+    return {
+        "status": status,
+        "spearman": rho,
+        "interval": (lo, hi),
+        "ssim": sim,
+        "ssim_interval": (s_lo, s_hi),
+        "per_seed": per_seed,
+    }
+
+
+def _fully_randomized(model: nn.Module, seed: int, layers: Sequence[str] | None) -> nn.Module:
+    last = None
+    for _, randomized in randomized_copies(model, "cascading", seed=seed, layers=layers):
+        last = randomized
+    if last is None:
+        raise ValueError("the model has no layer to randomize")
+    return last
+
+
+def graded_randomization(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    explain: Explain,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    order: str = "cascading",
+    layers: Sequence[str] | None = None,
+    spearman_threshold: float = SPEARMAN_THRESHOLD,
+    ssim_threshold: float = SSIM_THRESHOLD,
+    min_valid: float = 0.5,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    boot_seed: int = 0,
+) -> dict[str, GradedSanity]:
+    """Model-parameter randomization with several seeds, a random-versus-random floor and a
+    graded status per method.
+
+    For every seed, the model's copy is randomized step by step (``order``, see
+    :func:`randomized_copies`) and ``explain`` recomputes the maps for the *same* images and
+    targets at every step (the cascade curve). The status uses the fully randomized model of
+    every seed (:func:`grade_randomization`); the floor compares the fully randomized models of
+    every pair of seeds with each other. The caller's model is never modified; BatchNorm running
+    statistics are kept (:data:`BATCHNORM_NOTE`).
+
+    Args:
+        model: The trained model.
+        images: ``[B, C, H, W]`` inputs.
+        targets: ``[B]`` fixed target classes (the trained model's predictions or the labels).
+        explain: ``explain(model, images, targets) -> {key: [B, H, W] maps}``: one entry per
+            method (or per ``"method@layer"``, to grade several layers in one run). Raw maps
+            are fine: Spearman is rank-based and SSIM is computed on min-max normalised maps.
+            It must register and remove its own hooks (the engine's context manager).
+        seeds: At least three seeds are recommended (the floor needs two).
+        order: ``"cascading"`` or ``"independent"``.
+        layers: Layers to randomize, output first (default :func:`parameter_layers`).
+        spearman_threshold: :data:`SPEARMAN_THRESHOLD`.
+        ssim_threshold: :data:`SSIM_THRESHOLD`.
+        min_valid: See :func:`grade_randomization`.
+        n_boot: Bootstrap resamples.
+        confidence: Interval level.
+        boot_seed: Bootstrap seed.
+
+    Returns:
+        ``{key: GradedSanity}`` in ``explain``'s key order.
+    """
+    if not seeds:
+        raise ValueError("graded_randomization needs at least one seed")
+    reference = {
+        k: as_maps(v, k).detach().float() for k, v in explain(model, images, targets).items()
+    }
+    keys = list(reference)
+    size = {k: tuple(v.shape[-2:]) for k, v in reference.items()}
+    ref_ranks = {k: _centred(ranks(v.flatten(1))) for k, v in reference.items()}
+    ref_ssim = {
+        k: _SsimReference(_minmax(v), window=11, sigma=1.5, data_range=1.0)
+        for k, v in reference.items()
+    }
+
+    def compare(k: str, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        maps = resize_maps(as_maps(maps, k).detach().float(), size[k])
+        rho = _cosine(ref_ranks[k], _centred(ranks(maps.flatten(1)))).abs()
+        return rho, ref_ssim[k].compare(_minmax(maps)), _is_constant(maps)
+
+    curves: dict[str, dict[str, list[float]]] = {k: {} for k in keys}
+    final: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    scores: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {k: [] for k in keys}
+    for seed in seeds:
+        last: dict[str, torch.Tensor] | None = None
+        for name, randomized in randomized_copies(model, order, seed=seed, layers=layers):
+            maps = explain(randomized, images, targets)
+            for k in keys:
+                rho, _, const = compare(k, maps[k])
+                value = float(rho[~const].mean()) if bool((~const).any()) else math.nan
+                curves[k].setdefault(name, []).append(value)
+            last = maps
+        if order != "cascading" or last is None:
+            last = explain(_fully_randomized(model, seed, layers), images, targets)
+        for k in keys:
+            maps = resize_maps(as_maps(last[k], k).detach().float(), size[k])
+            final[k].append(maps)
+            scores[k].append(compare(k, maps))
+
+    out: dict[str, GradedSanity] = {}
+    for k in keys:
+        rho = torch.stack([s[0] for s in scores[k]])
+        sim = torch.stack([s[1] for s in scores[k]])
+        const = torch.stack([s[2] for s in scores[k]])
+        graded = grade_randomization(
+            rho,
+            sim,
+            const,
+            spearman_threshold=spearman_threshold,
+            ssim_threshold=ssim_threshold,
+            min_valid=min_valid,
+            n_boot=n_boot,
+            confidence=confidence,
+            seed=boot_seed,
+        )
+        floor_rho: list[torch.Tensor] = []
+        floor_sim: list[torch.Tensor] = []
+        for i in range(len(final[k])):
+            for j in range(i + 1, len(final[k])):
+                a, b = final[k][i], final[k][j]
+                ok = ~(_is_constant(a) | _is_constant(b))
+                if bool(ok.any()):
+                    floor_rho.append(rank_correlation(a[ok], b[ok]).abs())
+                    floor_sim.append(ssim(_minmax(a[ok]), _minmax(b[ok])))
+        cascade = {
+            name: float(torch.tensor(v).nanmean()) if v else math.nan
+            for name, v in curves[k].items()
+        }
+        out[k] = GradedSanity(
+            method=k,
+            status=graded["status"],
+            meaning=SANITY_MEANINGS[graded["status"]],
+            spearman=graded["spearman"],
+            interval=graded["interval"],
+            ssim=graded["ssim"],
+            ssim_interval=graded["ssim_interval"],
+            floor_spearman=float(torch.cat(floor_rho).mean()) if floor_rho else None,
+            floor_ssim=float(torch.cat(floor_sim).mean()) if floor_sim else None,
+            per_seed=graded["per_seed"],
+            cascade=cascade,
+            n_images=int(rho.shape[1]),
+            n_seeds=len(seeds),
+            n_maps=int(const.numel()),
+            n_constant=int(const.sum()),
+            order=order,
+            thresholds={
+                "spearman": float(spearman_threshold),
+                "ssim": float(ssim_threshold),
+                "min_valid": float(min_valid),
+            },
+        )
+    return out

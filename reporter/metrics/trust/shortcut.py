@@ -27,6 +27,15 @@ Without masks (a weaker signal, used only when no masks exist):
 Always reported, not used in the flag: ``location_agreement``, the mean pairwise Pearson
 correlation between the class's maps (1: every map of the class lights up the same place, e.g. a
 watermark in a corner; about 0 for maps that follow objects placed anywhere).
+
+**Saliency share alone never decides.** A coarse CAM at a deep layer spreads over the whole
+receptive field and puts most of its mass off the object for a model that provably uses the
+object. So every class also gets ``level``: ``"inspect"`` (``candidate = True``) when the rule
+above fires *or* ``location_agreement >= LOCATION_AGREEMENT_THRESHOLD`` (0.7: a cue class's
+maps agreed at 0.81-0.93, other classes' at most 0.59), else ``"none"``. A candidate is a note
+to look at, not a finding; the decision is an intervention's
+(:mod:`~reporter.metrics.trust.interventions`). ``flagged`` keeps the saliency-only rule for the
+code that still reads it; new code takes ``flagged`` from the interventions.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from reporter.metrics.trust.localization import energy_pointing_game
 __all__ = [
     "BORDER_EXCESS_THRESHOLD",
     "LIFT_THRESHOLD",
+    "LOCATION_AGREEMENT_THRESHOLD",
     "OUTSIDE_THRESHOLD",
     "border_fraction",
     "border_share",
@@ -58,6 +68,9 @@ LIFT_THRESHOLD = 2.0
 
 BORDER_EXCESS_THRESHOLD = 0.5
 """Flag (without masks) when the mean border excess reaches this."""
+
+LOCATION_AGREEMENT_THRESHOLD = 0.7
+"""A class is an "inspect" candidate when its maps' location agreement reaches this."""
 
 
 def _band(height: int, width: int, border: float, device: torch.device) -> torch.Tensor:
@@ -140,6 +153,7 @@ def shortcut_scores(
     outside_threshold: float = OUTSIDE_THRESHOLD,
     lift_threshold: float = LIFT_THRESHOLD,
     border_excess_threshold: float = BORDER_EXCESS_THRESHOLD,
+    agreement_threshold: float = LOCATION_AGREEMENT_THRESHOLD,
     evidence: int = 4,
 ) -> dict[str, dict[str, float | int | bool | str | list[int]]]:
     """Shortcut scores and flags per class.
@@ -156,14 +170,17 @@ def shortcut_scores(
         outside_threshold: See :data:`OUTSIDE_THRESHOLD`.
         lift_threshold: See :data:`LIFT_THRESHOLD`.
         border_excess_threshold: See :data:`BORDER_EXCESS_THRESHOLD`.
+        agreement_threshold: See :data:`LOCATION_AGREEMENT_THRESHOLD`.
         evidence: How many image indices to return per class as evidence.
 
     Returns:
         ``{class_name: scores}`` with ``n``, ``border_fraction``, ``border_share``,
         ``border_excess``, ``location_agreement``; with masks also ``energy_inside``,
         ``outside_fraction``, ``object_area`` and ``lift``; ``basis`` (``"mask"`` or
-        ``"border"``), ``flagged`` (bool) and ``evidence`` (indices into the sample of the
-        class's images with the most saliency off the object, or on the border, worst first).
+        ``"border"``), ``flagged`` (bool, the saliency-only rule), ``candidate`` (bool),
+        ``level`` (``"inspect"`` or ``"none"``; see the module docstring) and ``evidence``
+        (indices into the sample of the class's images with the most saliency off the object,
+        or on the border, worst first).
     """
     sal = as_maps(saliency).float()
     labels = labels.reshape(-1).to(sal.device)
@@ -211,5 +228,8 @@ def shortcut_scores(
         top = torch.argsort(worst, descending=True, stable=True)[:evidence]
         scores["evidence"] = [int(i) for i in sel[top]]
         scores["flagged"] = bool(flagged)
+        candidate = bool(flagged) or float(scores["location_agreement"]) >= agreement_threshold
+        scores["candidate"] = candidate
+        scores["level"] = "inspect" if candidate else "none"
         out[name] = scores
     return out
