@@ -59,6 +59,7 @@ def _substitutions() -> str:
     from reporter.audit import trust as stage
     from reporter.config import AuditConfig
     from reporter.metrics import trust as metrics
+    from reporter.metrics.trust import interventions
 
     defaults = AuditConfig()
     values = {
@@ -79,6 +80,19 @@ def _substitutions() -> str:
         "outside_threshold": metrics.OUTSIDE_THRESHOLD,
         "lift_threshold": metrics.LIFT_THRESHOLD,
         "border_excess_threshold": metrics.BORDER_EXCESS_THRESHOLD,
+        "sanity_seeds": len(stage.SANITY_SEEDS),
+        "tie_orders": stage.TIE_ORDERS,
+        "random_maps": stage.RANDOM_MAPS,
+        "drop_threshold": interventions.DROP_THRESHOLD,
+        "drop_lower": interventions.CI_LOWER_THRESHOLD,
+        "change_threshold": interventions.CHANGE_THRESHOLD,
+        "change_lower": interventions.CHANGE_LOWER_THRESHOLD,
+        "region_area": interventions.REGION_AREA,
+        "max_region_area": interventions.MAX_REGION_AREA,
+        "flip_threshold": interventions.FLIP_THRESHOLD,
+        "flip_lower": interventions.FLIP_LOWER_THRESHOLD,
+        "pull_threshold": interventions.PULL_THRESHOLD,
+        "pull_lower": interventions.PULL_LOWER_THRESHOLD,
     }
     return "\n".join(f".. |{k}| replace:: {v}" for k, v in values.items()) + "\n"
 

@@ -110,26 +110,77 @@ def _audit(shortcut: dict, sanity: dict | None = None) -> dict:
     }
 
 
-def test_findings_write_the_shortcut_sentence_once_from_numbers() -> None:
-    one = {"method": "gradcam", "basis": "mask", "outside_fraction": 0.61, "object_area": 0.13}
-    findings = key_findings(_audit({"a": {**one, "flagged": True}, "b": {"flagged": False}}))
+def _effect(**kw: float) -> dict:
+    base = {
+        "n": 20,
+        "accuracy_with": 0.9,
+        "accuracy_without": 0.2,
+        "drop": 0.7,
+        "changed": 0.8,
+        "interval": [0.5, 0.85],
+    }
+    return {**base, **kw}
+
+
+def test_findings_write_the_shortcut_sentence_once_from_the_intervention() -> None:
+    one = {"flagged": True, "basis": "mask", "method": "gradcam", "intervention": _effect()}
+    ok = {"flagged": False, "basis": "mask", "level": "none", "intervention": _effect(drop=0.0)}
+    findings = key_findings(_audit({"a": one, "b": ok}))
     assert findings[0] == shortcut_sentence([("a", one)], 2)
-    assert "61%" in findings[0] and "“a”" in findings[0] and "13%" in findings[0]
-    both = key_findings(
-        _audit(
-            {"a": {**one, "flagged": True}, "b": {**one, "outside_fraction": 0.7, "flagged": True}}
-        )
-    )
-    assert both[0].startswith("Suspected shortcut for 2 of 2 classes (“a” and “b”)")
-    assert "61%–70%" in both[0]
-    assert not any("shortcut" in f for f in key_findings(_audit({"a": {"flagged": False}})))
+    assert findings[0].startswith("Shortcut for class “a”: with its objects kept")
+    assert "recall goes from 90% to 20%" in findings[0] and "n = 20" in findings[0]
+    assert "0.50–0.85" in findings[0]
+    two = {**one, "intervention": _effect(changed=0.6, n=12, drop=0.3)}
+    both = key_findings(_audit({"a": one, "b": two}))
+    assert both[0].startswith("Shortcut for 2 of 2 classes (“a” and “b”)")
+    assert "60%–80% of their predictions change" in both[0] and "n = 12–20 per class" in both[0]
+    assert "-70 to -30 points" in both[0]
+    assert not any("hortcut" in f for f in key_findings(_audit({"a": ok})))
 
 
-def test_findings_name_failed_sanity_checks() -> None:
-    findings = key_findings(_audit({}, {"eigencam": {"passed": False, "layer": "relu3"}}))
+def test_saliency_alone_never_flags_only_names_candidates() -> None:
+    inspect = {"flagged": False, "basis": "region", "level": "inspect", "intervention": None}
+    findings = key_findings(_audit({"a": inspect, "b": {"flagged": False, "level": "none"}}))
+    assert not any(f.startswith("Shortcut") for f in findings)
     assert any(
-        f.startswith("EigenCAM on layer relu3 failed the randomization test") for f in findings
+        "The saliency of “a” suggests a shortcut" in f and "not a shortcut" in f for f in findings
     )
+
+
+def test_region_cue_sentence_names_position_and_control() -> None:
+    cue = {
+        "flagged": True,
+        "position": "top left",
+        "area_fraction": 0.05,
+        "flip_rate": 0.9,
+        "control_flip_rate": 0.1,
+        "method": "layercam",
+        "layer": "relu3",
+        "paste": {"n": 30},
+    }
+    entry = {"flagged": True, "basis": "region", "method": "gradcam", "intervention": cue}
+    text = key_findings(_audit({"a": entry, "b": {"flagged": False}}))[0]
+    assert "(top left, 5% of the image) into 30 images" in text
+    assert "for 90% of them (10% with a region from another class)" in text
+    assert "LayerCAM at layer relu3" in text and "watermark-like cue" in text
+
+
+def test_findings_grade_sanity_with_interval_and_floor() -> None:
+    failed = {
+        "status": "failed",
+        "layer": "relu3",
+        "spearman": 0.78,
+        "interval": [0.7, 0.85],
+        "floor_spearman": 0.72,
+        "n_seeds": 3,
+        "meaning": "mainly shows where the object is.",
+    }
+    findings = key_findings(_audit({}, {"eigencam": failed, "gradcam": {"status": "passed"}}))
+    text = next(f for f in findings if f.startswith("EigenCAM"))
+    assert text.startswith("EigenCAM on layer relu3 failed the randomization test")
+    assert "0.78 (95% interval 0.70–0.85)" in text and "agree 0.72" in text
+    assert text.endswith("Mainly shows where the object is.")
+    assert not any(f.startswith("Grad-CAM") for f in findings)
 
 
 def test_report_figures_from_arrays_alone() -> None:
@@ -183,5 +234,7 @@ def test_findings_for_a_model_with_no_finite_output() -> None:
 def test_findings_count_some_non_finite_outputs() -> None:
     audit = _audit({})
     audit["metrics"].update(nonfinite_outputs=3)
-    assert any(f.startswith("The model produced no valid output") and "3 of the 10" in f
-               for f in key_findings(audit))  # fmt: skip
+    assert any(
+        f.startswith("The model produced no valid output") and "3 of the 10" in f
+        for f in key_findings(audit)
+    )

@@ -264,3 +264,21 @@ def test_saliency_share_alone_is_only_inspect():
     assert scores["circle"]["level"] == "inspect"
     assert scores["circle"]["candidate"] is True
     assert all(s["level"] in ("inspect", "none") for s in scores.values())
+
+
+def test_background_swap_gives_a_background_watermark_to_its_class_only():
+    """The watermark sits in the background of class 0's images: swapping backgrounds carries
+    it into other classes' images, whose recall then drops. The decision goes to the donor:
+    class 0's backgrounds pull other images to it; no other class is flagged."""
+    images, labels, names, d = patch_data(n=120)
+    effects = background_swap(PatchModel(), images, d.masks, labels, class_names=names, seed=0)
+    flagged = sorted(name for name, e in effects.items() if e.flagged)
+    assert flagged == ["circle"]
+    circle = effects["circle"]
+    assert circle.pulls and circle.pull is not None and circle.pull > 0.9
+    assert circle.pull_before == 0.0 and circle.pull_n and circle.pull_n > 20
+    square = effects["square"]
+    assert square.drop > 0.2  # the old receiving-side rule alone would have flagged it
+    assert "circle" in square.excluded_donors and not square.pulls
+    d2 = square.as_dict()
+    assert d2["excluded_donors"] == ["circle"] and len(d2["pull_interval"]) == 2

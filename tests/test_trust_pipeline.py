@@ -70,7 +70,9 @@ def test_masks_folder_gives_localization_and_records_missing(tmp_path: Path) -> 
     audit = json.loads((out / "audit.json").read_text())
     trust = audit["trust"]
     assert set(trust["sanity"]) == {"gradcam", "eigencam"}
-    assert all(isinstance(v["passed"], bool) for v in trust["sanity"].values())
+    statuses = {v["status"] for v in trust["sanity"].values()}
+    assert statuses <= {"passed", "inconclusive", "failed"}
+    assert all(len(v["layers"]) == len(trust["layers"]) for v in trust["sanity"].values())
     loc = trust["localization"]
     assert loc is not None and 0 <= loc["methods"]["gradcam"]["energy_inside"] <= 1
     assert abs(loc["object_area"] - 0.25) < 0.05

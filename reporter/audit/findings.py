@@ -26,43 +26,119 @@ def _names(items: list[str]) -> str:
     return ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def _range(values: list[float]) -> str:
-    lo, hi = min(values), max(values)
-    return _pct(lo) if round(lo, 2) == round(hi, 2) else f"{lo:.0%}–{hi:.0%}"
+def _shortcut_clause(name: str, v: dict[str, Any]) -> str:
+    """What the intervention on class ``name`` showed, from ``trust.shortcut[name]``."""
+    e = v.get("intervention") or {}
+    if v.get("basis") == "mask" and e.get("pulls"):
+        return (
+            f"“{name}”: its backgrounds, put behind the objects of other classes, make the model "
+            f"predict “{name}” for {_pct(e['pull'])} of them ({_pct(e['pull_before'])} before; "
+            f"n = {e['pull_n']})"
+        )
+    if v.get("basis") == "mask":
+        lo, hi = (e.get("interval") or [None, None])[:2]
+        interval = f", drop 95% interval {lo:.2f}–{hi:.2f}" if lo is not None else ""
+        return (
+            f"“{name}”: with its objects kept and other classes' backgrounds put behind them, "
+            f"recall goes from {_pct(e['accuracy_with'])} to {_pct(e['accuracy_without'])} and "
+            f"{_pct(e.get('changed') or 0.0)} of its predictions change (n = {e['n']}{interval})"
+        )
+    paste = e.get("paste") or {}
+    control = e.get("control_flip_rate")
+    title = method_title(e.get("method", v.get("method", "")))
+    return (
+        f"“{name}”: pasting its most salient region ({e.get('position', 'a small region')}, "
+        f"{_pct(e.get('area_fraction') or 0.0)} of the image) into {paste.get('n', 'the')} images "
+        f"of other classes makes the model predict “{name}” for {_pct(e['flip_rate'])} of them"
+        + (f" ({_pct(control)} with a region from another class)" if control is not None else "")
+        + f"; found with {title} at layer {e.get('layer', '?')}"
+    )
 
 
 def shortcut_sentence(flagged: list[tuple[str, dict[str, Any]]], total: int) -> str:
-    """One sentence for the classes flagged as suspected shortcuts (``(name, scores)`` pairs
-    from ``trust.shortcut``), out of ``total`` classes checked."""
-    title = method_title(flagged[0][1].get("method", "")) if flagged[0][1].get("method") else "the"
+    """One sentence for the classes an intervention flagged as shortcuts (``(name, entry)``
+    pairs from ``trust.shortcut``), out of ``total`` classes checked."""
+    mask = all(v.get("basis") == "mask" for _, v in flagged)
+    what = (
+        "the model relies on the background or context rather than the object"
+        if mask
+        else "a small region, not the object, gives the class away (a watermark-like cue)"
+    )
     if len(flagged) == 1:
         name, v = flagged[0]
-        if v.get("basis") == "mask":
-            return (
-                f"Suspected shortcut for class “{name}”: {v['outside_fraction']:.0%} of the "
-                f"{title} saliency lies away from the object (the object and its outline cover "
-                f"{v['object_area']:.0%} of the image), so the model relies on the background "
-                "or context rather than the object itself."
-            )
-        return (
-            f"Suspected shortcut for class “{name}”: {v['border_fraction']:.0%} of the {title} "
-            "saliency lies on the image border, far more than its share of the area; check the "
-            "evidence images for watermarks, frames or background cues."
-        )
+        return f"Shortcut for class {_shortcut_clause(name, v)}: {what}."
     names = _names([n for n, _ in flagged])
-    head = f"Suspected shortcut for {len(flagged)} of {total} classes ({names}): "
-    if all(v.get("basis") == "mask" for _, v in flagged):
-        return head + (
-            f"{_range([v['outside_fraction'] for _, v in flagged])} of their {title} saliency "
-            f"lies away from the objects, which with their outline cover "
-            f"{_range([v['object_area'] for _, v in flagged])} of the image; the model relies on "
-            "the background or context rather than the objects."
-        )
-    return head + (
-        f"{_range([v['border_fraction'] for _, v in flagged])} of their {title} saliency lies on "
-        "the image border, far more than its share of the area; look for frames, watermarks or "
-        "background cues."
+    effects = [v.get("intervention") or {} for _, v in flagged]
+    sizes = [e.get("n", 0) for e in effects]
+    n_text = (
+        f"n = {min(sizes)}–{max(sizes)} per class"
+        if min(sizes) != max(sizes)
+        else (f"n = {sizes[0]} per class")
     )
+    if mask:
+        changed = [e.get("changed") or 0.0 for e in effects]
+        drops = [e.get("drop") or 0.0 for e in effects]
+        return (
+            f"Shortcut for {len(flagged)} of {total} classes ({names}): with the objects kept and "
+            f"other classes' backgrounds put behind them, {_span(changed)} of their predictions "
+            f"change and recall moves by {_span(drops, signed=True)} ({n_text}); {what}."
+        )
+    flips = [e.get("flip_rate") or 0.0 for e in effects]
+    return (
+        f"Shortcut for {len(flagged)} of {total} classes ({names}): pasting each class's most "
+        f"salient small region into other classes' images makes the model predict that class "
+        f"for {_span(flips)} of them ({n_text}); {what}."
+    )
+
+
+def _span(values: list[float], *, signed: bool = False) -> str:
+    """``12%–40%`` (or one value), from fractions; ``signed`` writes drops as ``-12 to +40
+    points``."""
+    lo, hi = min(values), max(values)
+    if signed:
+        lo_p, hi_p = round(-hi * 100), round(-lo * 100)
+        return f"{lo_p:+d} to {hi_p:+d} points" if lo_p != hi_p else f"{lo_p:+d} points"
+    return _pct(lo) if round(lo, 2) == round(hi, 2) else f"{lo:.0%}–{hi:.0%}"
+
+
+def _candidates_sentence(candidates: list[str], mask: bool) -> str:
+    """Classes whose saliency statistics suggest a shortcut that the intervention did not
+    confirm."""
+    what = (
+        "replacing their backgrounds does not change their predictions"
+        if mask
+        else "pasting their most salient region into other classes' images does not make the "
+        "model predict them"
+    )
+    return (
+        f"The saliency of {_names(candidates)} suggests a shortcut (much of it off the object or "
+        f"in one place), but {what}: not a shortcut by intervention. The evidence is listed "
+        "under shortcut detection."
+    )
+
+
+_SANITY_WORDS = {
+    "failed": "failed the randomization test",
+    "inconclusive": "was inconclusive in the randomization test",
+}
+
+
+def _sanity_sentence(method: str, v: dict[str, Any]) -> str:
+    lo, hi = (v.get("interval") or [None, None])[:2]
+    n_seeds = v.get("n_seeds") or 0
+    text = f"{method_title(method)} on layer {v.get('layer', '?')} {_SANITY_WORDS[v['status']]}"
+    if v.get("spearman") is not None:
+        text += (
+            f": with the weights randomized ({n_seeds} seeds), its maps keep a rank correlation "
+            f"of {v['spearman']:.2f}"
+        )
+        if lo is not None:
+            text += f" (95% interval {lo:.2f}–{hi:.2f})"
+        text += " with the trained model's"
+        if v.get("floor_spearman") is not None:
+            text += f"; two random networks agree {v['floor_spearman']:.2f} with each other"
+    meaning = (v.get("meaning") or "").strip()
+    return text + (f". {meaning[0].upper()}{meaning[1:]}" if meaning else ".")
 
 
 def key_findings(audit: dict[str, Any]) -> list[str]:
@@ -104,22 +180,25 @@ def _integrity(audit: dict[str, Any]) -> list[str]:
 def _trust(audit: dict[str, Any]) -> list[str]:
     out: list[str] = []
     trust = audit.get("trust") or {}
-    flagged = [
-        (name, v)
-        for name, v in (trust.get("shortcut") or {}).items()
-        if isinstance(v, dict) and v.get("flagged")
-    ]
+    shortcut = trust.get("shortcut") or {}
+    flagged = [(n, v) for n, v in shortcut.items() if isinstance(v, dict) and v.get("flagged")]
     if flagged:
-        out.append(shortcut_sentence(flagged, len(trust["shortcut"])))
-    for method, verdict in (trust.get("sanity") or {}).items():
-        if isinstance(verdict, dict) and verdict.get("passed") is False:
-            layer = verdict.get("layer", "")
-            out.append(
-                f"{method_title(method)}"
-                + (f" on layer {layer}" if layer else "")
-                + " failed the randomization test: its maps do not depend on the learned "
-                "weights; do not read them as explanations."
-            )
+        out.append(shortcut_sentence(flagged, len(shortcut)))
+    sanity = trust.get("sanity") or {}
+    for method, v in sanity.items():
+        if isinstance(v, dict) and v.get("status") == "failed":
+            out.append(_sanity_sentence(method, v))
+    for method, v in sanity.items():
+        if isinstance(v, dict) and v.get("status") == "inconclusive":
+            out.append(_sanity_sentence(method, v))
+    candidates = [
+        n
+        for n, v in shortcut.items()
+        if isinstance(v, dict) and not v.get("flagged") and v.get("level") == "inspect"
+    ]
+    if candidates:
+        mask = all(shortcut[n].get("basis") == "mask" for n in candidates)
+        out.append(_candidates_sentence(candidates, mask))
     return out
 
 

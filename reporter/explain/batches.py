@@ -21,8 +21,10 @@ def explain_batches(
     targets: Tensor | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    normalize: bool = True,
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Tensor]]]:
-    """Maps for many images, in batches, upsampled to the input size and normalised to [0, 1].
+    """Maps for many images, in batches, upsampled to the input size and normalised to [0, 1]
+    (or raw, after the method's ReLU, with ``normalize=False``).
 
     Args:
         model: The classifier (restored afterwards, as with :class:`CamEngine`).
@@ -32,6 +34,8 @@ def explain_batches(
         targets: ``[N]`` classes to explain; ``None`` for the predicted classes.
         batch_size: Images per engine call.
         device: Where to compute (default: as :class:`CamEngine` chooses).
+        normalize: Min-max normalise each map (display); ``False`` keeps the raw values, which
+            mass-based metrics (energy inside an object) need.
 
     Returns:
         ``(maps, flags)``: ``maps[method][layer]`` is ``[N, H, W]`` and ``flags[method][layer]``
@@ -48,7 +52,9 @@ def explain_batches(
             res = engine(images[sl].to(engine.device), batch_targets)
             for m in res.methods:
                 for layer in res.layers:
-                    maps.setdefault(m, {}).setdefault(layer, []).append(res.upsampled(m, layer))
+                    maps.setdefault(m, {}).setdefault(layer, []).append(
+                        res.upsampled(m, layer, normalize=normalize)
+                    )
                     flags.setdefault(m, {}).setdefault(layer, []).append(res.flags[m][layer])
     return (
         {m: {k: torch.cat(v) for k, v in d.items()} for m, d in maps.items()},

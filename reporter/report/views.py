@@ -134,26 +134,29 @@ def _trust(section: dict[str, Any], artifacts: Artifacts, cmap: str) -> dict[str
     if sanity:
         out["sanity"] = fg.curves_figure(
             {
-                method_title(m): [1.0] + [s["spearman"] for s in v["cascade"]]
+                method_title(m): [1.0, *(x for x in v["cascade"].values() if x is not None)]
                 for m, v in sanity.items()
             },
             xlabel="share of the network randomized (output first)",
             ylabel="rank correlation with trained maps",
             title="Randomization test",
         )
-    faith = (section.get("faithfulness") or {}).get("methods") or {}
+    faithfulness = section.get("faithfulness") or {}
+    faith = faithfulness.get("methods") or {}
     if faith:
+        base = (faithfulness.get("baselines") or ["blur"])[0]
+        curves = {m: f["baselines"][base] for m, f in faith.items()}
         out["deletion"] = fg.curves_figure(
-            {method_title(m): f["deletion_curve"] for m, f in faith.items()},
+            {method_title(m): c["deletion_curve"] for m, c in curves.items()},
             xlabel="share of pixels removed",
             ylabel="class probability",
-            title="Deletion (lower is better)",
+            title=f"Deletion, {base} baseline (lower is better)",
         )
         out["insertion"] = fg.curves_figure(
-            {method_title(m): f["insertion_curve"] for m, f in faith.items()},
+            {method_title(m): c["insertion_curve"] for m, c in curves.items()},
             xlabel="share of pixels inserted",
             ylabel="class probability",
-            title="Insertion (higher is better)",
+            title=f"Insertion, {base} baseline (higher is better)",
         )
     images = artifacts.get("trust", "evidence_images")
     maps = artifacts.get("trust", "evidence_maps")

@@ -48,13 +48,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reporter.hooks import eval_mode
 from reporter.metrics.trust._common import (
     as_maps,
     bootstrap_interval,
@@ -63,6 +62,7 @@ from reporter.metrics.trust._common import (
 )
 from reporter.metrics.trust.faithfulness import _blur
 from reporter.metrics.trust.shortcut import location_agreement
+from reporter.nn.hooks import eval_mode
 
 __all__ = [
     "CHANGE_LOWER_THRESHOLD",
@@ -72,6 +72,8 @@ __all__ = [
     "FLIP_LOWER_THRESHOLD",
     "FLIP_THRESHOLD",
     "MAX_REGION_AREA",
+    "PULL_LOWER_THRESHOLD",
+    "PULL_THRESHOLD",
     "REGION_AREA",
     "InterventionEffect",
     "PasteEffect",
@@ -105,6 +107,13 @@ CHANGE_THRESHOLD = 0.5
 
 CHANGE_LOWER_THRESHOLD = 0.3
 """...with the Wilson lower bound of that share at least this."""
+
+PULL_THRESHOLD = 0.5
+"""Background swap: a class's backgrounds pull other classes' images to it when at least this
+share more of them is predicted as the class after the swap than before."""
+
+PULL_LOWER_THRESHOLD = 0.25
+"""... and the lower end of the Wilson interval of that share is at least this far above."""
 
 REGION_AREA = 0.05
 """Default area of the consistently salient box, as a fraction of the image (7 x 7 at 32 x 32)."""
@@ -174,6 +183,12 @@ class InterventionEffect:
     box: Box | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     to_donor: float | None = None
+    pull: float | None = None
+    pull_before: float | None = None
+    pull_interval: tuple[float, float] | None = None
+    pull_n: int | None = None
+    pulls: bool = False
+    excluded_donors: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         """A JSON-safe dict (tuples become lists)."""
@@ -181,7 +196,109 @@ class InterventionEffect:
         d["interval"] = list(self.interval)
         d["changed_interval"] = list(self.changed_interval)
         d["box"] = list(self.box) if self.box is not None else None
+        d["pull_interval"] = list(self.pull_interval) if self.pull_interval else None
+        d["excluded_donors"] = list(self.excluded_donors)
         return d
+
+
+def _donor_pull(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    labels: torch.Tensor,
+    donor_labels: torch.Tensor,
+    index: int,
+    confidence: float,
+) -> tuple[float, float, tuple[float, float], int]:
+    """How much class ``index``'s backgrounds pull other classes' images to it: among the
+    images of *other* classes that received one of its backgrounds, the share predicted as
+    ``index`` after the swap and before it, the Wilson interval of the first, and their count."""
+    sel = (donor_labels == index) & (labels != index)
+    n = int(sel.sum())
+    if n == 0:
+        return 0.0, 0.0, (0.0, 1.0), 0
+    k = int((after[sel] == index).sum())
+    return (
+        k / n,
+        float((before[sel] == index).double().mean()),
+        wilson_interval(k, n, confidence),
+        n,
+    )
+
+
+def _attribute_to_donors(
+    effects: dict[str, InterventionEffect],
+    before: torch.Tensor,
+    after: torch.Tensor,
+    labels: torch.Tensor,
+    donor_labels: torch.Tensor,
+    names: Sequence[str],
+    *,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+    drop_threshold: float,
+    ci_lower_threshold: float,
+    change_threshold: float,
+    change_lower_threshold: float,
+    pull_threshold: float,
+    pull_lower_threshold: float,
+) -> dict[str, InterventionEffect]:
+    """The class-level decision of a background swap: whose background carries a cue?
+
+    A class is flagged when its backgrounds *pull* other classes' images to it (its background
+    carries its label: ``pull - pull_before >= pull_threshold`` with the Wilson lower end at
+    least ``pull_lower_threshold`` above ``pull_before``), or when its own recall collapses with
+    backgrounds from classes that pull nothing (the drop/changed rule on those images only). A
+    watermark in one class's background thus flags that class, not the classes whose images
+    received it.
+    """
+    pulling: dict[int, tuple[float, float, tuple[float, float], int]] = {}
+    for index in range(len(names)):
+        pulling[index] = _donor_pull(before, after, labels, donor_labels, index, confidence)
+    pulls = {
+        i: (p - b >= pull_threshold and lo - b >= pull_lower_threshold and n > 0)
+        for i, (p, b, (lo, _), n) in pulling.items()
+    }
+    excluded = torch.tensor([pulls[int(d)] for d in donor_labels.tolist()], dtype=torch.bool)
+    keep = ~excluded.to(labels.device)
+    restricted = _effects(
+        before[keep],
+        after[keep],
+        labels[keep],
+        names,
+        intervention="background_swap",
+        basis="mask",
+        box=None,
+        n_boot=n_boot,
+        confidence=confidence,
+        seed=seed,
+        drop_threshold=drop_threshold,
+        ci_lower_threshold=ci_lower_threshold,
+        change_threshold=change_threshold,
+        change_lower_threshold=change_lower_threshold,
+    )
+    out: dict[str, InterventionEffect] = {}
+    for name, effect in effects.items():
+        index = list(names).index(name)
+        p, b, interval, n = pulling[index]
+        own = restricted.get(name)
+        flagged = pulls[index] or bool(own is not None and own.flagged)
+        out[name] = replace(
+            effect,
+            flagged=flagged,
+            pull=p,
+            pull_before=b,
+            pull_interval=interval,
+            pull_n=n,
+            pulls=pulls[index],
+            excluded_donors=tuple(names[i] for i, v in pulls.items() if v and i != index),
+            thresholds={
+                **effect.thresholds,
+                "pull": pull_threshold,
+                "pull_lower": pull_lower_threshold,
+            },
+        )
+    return out
 
 
 def _effects(
@@ -311,8 +428,15 @@ def background_swap(
     ci_lower_threshold: float = CI_LOWER_THRESHOLD,
     change_threshold: float = CHANGE_THRESHOLD,
     change_lower_threshold: float = CHANGE_LOWER_THRESHOLD,
+    pull_threshold: float = PULL_THRESHOLD,
+    pull_lower_threshold: float = PULL_LOWER_THRESHOLD,
 ) -> dict[str, InterventionEffect]:
     """Keep each object, replace its background, and measure each class's recall change.
+
+    With ``mode="swap"`` the decision is attributed to the donors (see
+    :func:`_attribute_to_donors`): a class is flagged when its backgrounds pull other classes'
+    images to it (``pull``), or when its recall collapses with backgrounds of classes that pull
+    nothing; a watermark in one class's background flags that class alone.
 
     Args:
         model: A model or callable mapping ``[N, C, H, W]`` to logits.
@@ -366,7 +490,7 @@ def background_swap(
     edited = torch.where(masks[:, None], images, background)
     before = _predict(model, images, batch_size)
     after = _predict(model, edited, batch_size)
-    return _effects(
+    effects = _effects(
         before,
         after,
         labels,
@@ -382,6 +506,25 @@ def background_swap(
         change_threshold=change_threshold,
         change_lower_threshold=change_lower_threshold,
         donor_labels=donor_labels,
+    )
+    if donor_labels is None:
+        return effects
+    return _attribute_to_donors(
+        effects,
+        before,
+        after,
+        labels,
+        donor_labels,
+        names,
+        n_boot=n_boot,
+        confidence=confidence,
+        seed=seed,
+        drop_threshold=drop_threshold,
+        ci_lower_threshold=ci_lower_threshold,
+        change_threshold=change_threshold,
+        change_lower_threshold=change_lower_threshold,
+        pull_threshold=pull_threshold,
+        pull_lower_threshold=pull_lower_threshold,
     )
 
 

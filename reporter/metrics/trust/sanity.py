@@ -586,6 +586,7 @@ def graded_randomization(
     seeds: Sequence[int] = (0, 1, 2),
     order: str = "cascading",
     layers: Sequence[str] | None = None,
+    max_steps: int | None = None,
     spearman_threshold: float = SPEARMAN_THRESHOLD,
     ssim_threshold: float = SSIM_THRESHOLD,
     min_valid: float = 0.5,
@@ -614,6 +615,9 @@ def graded_randomization(
         seeds: At least three seeds are recommended (the floor needs two).
         order: ``"cascading"`` or ``"independent"``.
         layers: Layers to randomize, output first (default :func:`parameter_layers`).
+        max_steps: With cascading order, recompute the maps at this many evenly spaced steps of
+            the cascade only (always including the fully randomized model); every layer is
+            still randomized. ``None``: every step.
         spearman_threshold: :data:`SPEARMAN_THRESHOLD`.
         ssim_threshold: :data:`SSIM_THRESHOLD`.
         min_valid: See :func:`grade_randomization`.
@@ -645,9 +649,17 @@ def graded_randomization(
     curves: dict[str, dict[str, list[float]]] = {k: {} for k in keys}
     final: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     scores: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {k: [] for k in keys}
+    names = list(layers) if layers is not None else parameter_layers(model)
+    keep = set(range(len(names)))
+    if max_steps is not None and order == "cascading" and len(names) > max_steps:
+        keep = {round(i * (len(names) - 1) / max(1, max_steps - 1)) for i in range(max_steps)}
     for seed in seeds:
         last: dict[str, torch.Tensor] | None = None
-        for name, randomized in randomized_copies(model, order, seed=seed, layers=layers):
+        for step, (name, randomized) in enumerate(
+            randomized_copies(model, order, seed=seed, layers=names)
+        ):
+            if step not in keep:
+                continue
             maps = explain(randomized, images, targets)
             for k in keys:
                 rho, _, const = compare(k, maps[k])
