@@ -126,7 +126,8 @@ class Artifacts:
                 continue
             path = folder / f"{group}.npz"
             with path.open("wb") as fh:
-                np.savez_compressed(fh, **{k: arrays[k] for k in sorted(arrays)})
+                # allow_pickle named (its default) so that no array name can ever fill it
+                np.savez_compressed(fh, allow_pickle=True, **{k: arrays[k] for k in sorted(arrays)})
             data = path.read_bytes()
             manifest.append(
                 {

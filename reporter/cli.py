@@ -41,7 +41,8 @@ def _on_signal(signum: int, _frame: Any) -> None:
     raise _Terminated(signum)
 
 
-_STOP_WORDS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "Hung up"}
+# keyed by plain int: the handler receives (and _Terminated carries) the signal number
+_STOP_WORDS: dict[int, str] = {signal.SIGTERM: "Terminated", signal.SIGHUP: "Hung up"}
 
 
 def _stopped(ctx: click.Context, word: str, published_before: int) -> str:
@@ -239,6 +240,9 @@ def train(
         device=str(dev),
     )
     result = run_train(bundle, cfg, progress=not quiet)
+    train_split = bundle.train
+    if train_split is None:  # run_train has raised already; this tells the type checker
+        raise ReporterError("Training needs a training split (--data FOLDER or --train-data).")
     meta = result.loaded.meta
     bundle.set_transform(Preprocess(meta.input_size, meta.channels, meta.mean, meta.std))
     preds = predict(result.loaded.model, bundle.test, device=dev, progress=not quiet)
@@ -247,7 +251,7 @@ def train(
     path = save_checkpoint(out, result.loaded.model, meta)
     skipped = len(bundle.skipped) + len(result.skipped) + len(preds.skipped)
     click.echo(
-        f"Trained {arch} on {bundle.name} ({len(bundle.train)} images, {epochs} epochs, "
+        f"Trained {arch} on {bundle.name} ({len(train_split)} images, {epochs} epochs, "
         f"{result.seconds:.1f} s). Test accuracy {metrics['accuracy']:.1%} on "
         f"{metrics['n_images']} images."
         + (f" Skipped {skipped} unreadable files." if skipped else "")

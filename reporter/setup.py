@@ -150,8 +150,8 @@ def prepare(
     """
     dev = resolve_device(device)
     is_file = model is not None and (Path(model).exists() or os.sep in model or "." in model)
-    trains = model is None or not is_file
-    test_only = not trains and split == "all" and data not in registered_datasets()
+    checkpoint = model if is_file else None  # None: train ``model`` (an architecture) or arch
+    test_only = checkpoint is not None and split == "all" and data not in registered_datasets()
     bundle = load_dataset(
         data,
         seed=seed,
@@ -164,7 +164,7 @@ def prepare(
     notes: list[str] = []
     trained: TrainResult | None = None
     cached: str | None = None
-    if trains:
+    if checkpoint is None:
         arch_name = model or arch or "gapnet"
         size = (input_size, input_size) if input_size else None
         cfg = TrainConfig(
@@ -206,7 +206,7 @@ def prepare(
     else:
         size = (input_size, input_size) if input_size else None
         loaded = load_model(
-            model,
+            checkpoint,
             arch=arch,
             num_classes=len(bundle.class_names),
             class_names=bundle.class_names,

@@ -170,3 +170,15 @@ def test_artifacts_round_trip_without_pickle(tmp_path: Path) -> None:
 def test_to_json_is_strict() -> None:
     text = to_json({"a": np.float32(0.5), "b": [float("inf")], "c": np.arange(2)})
     assert json.loads(text) == {"a": 0.5, "b": [None], "c": [0, 1]}
+
+
+def test_gallery_without_its_arrays_says_the_bundle_is_damaged() -> None:
+    from reporter.report.views import _galleries
+
+    assert _galleries({"classes": {}}, Artifacts(), "viridis") == {"classes": {}}
+    section = {
+        "methods": ["gradcam"],
+        "classes": {"a": {"correct": [{"row": 0, "flagged_methods": []}]}},
+    }
+    with pytest.raises(ReporterError, match="damaged"):
+        _galleries(section, Artifacts(), "viridis")

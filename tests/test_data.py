@@ -118,3 +118,18 @@ def test_pil_modes_become_unit_tensors(mode: str) -> None:
     assert float(x.min()) >= 0 and float(x.max()) <= 1
     if mode == "I;16":
         assert float(x.max()) == 1.0
+
+
+def test_load_unit_is_a_unit_tensor_with_or_without_a_transform(tmp_path: Path) -> None:
+    # without a transform a file dataset returned the Pillow image itself (found by mypy)
+    root = make_image_folder(tmp_path / "d", {"a": 1, "b": 1}, size=20)
+    bundle = load_dataset(str(root), test_only=True)
+    raw = bundle.test.load_unit(0)
+    assert isinstance(raw, torch.Tensor) and raw.shape == (3, 20, 20)
+    assert raw.dtype == torch.float32 and raw.min() >= 0.0 and raw.max() <= 1.0
+    bundle.set_transform(Preprocess((8, 8), 1, [0.5], [0.5]))
+    unit = bundle.test.load_unit(0)
+    assert unit.shape == (1, 8, 8) and unit.min() >= 0.0 and unit.max() <= 1.0
+    bundle.set_transform(lambda image: image)
+    with pytest.raises(TypeError, match="Preprocess"):
+        bundle.test.load_unit(0)

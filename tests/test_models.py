@@ -6,6 +6,7 @@ import json
 import pathlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from reporter.models import (
     save_checkpoint,
     weights_sha256,
 )
+from reporter.models.meta import int_pair
 
 
 class _Evil:
@@ -61,6 +63,31 @@ def test_gapnet_shapes_and_layers() -> None:
 def test_torchvision_arch_with_grayscale_input() -> None:
     model = build_model("resnet18", num_classes=4, channels=1).eval()
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 4)
+
+
+def test_first_conv_replacement_keeps_its_geometry() -> None:
+    conv = build_model("resnet18", num_classes=4, channels=1).conv1
+    assert conv.in_channels == 1
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.dilation) == (
+        (7, 7),
+        (2, 2),
+        (3, 3),
+        (1, 1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "pair"), [((3, 4), (3, 4)), ([5, 6], (5, 6)), ((np.int64(7), 8), (7, 8))]
+)
+def test_int_pair_converts_pairs(value, pair) -> None:
+    got = int_pair(value, "input_size")
+    assert got == pair and type(got) is tuple and all(type(v) is int for v in got)
+
+
+@pytest.mark.parametrize("value", [(3,), (3, 4, 5), (3.0, 4.0), "ab", 7])
+def test_int_pair_refuses_anything_else(value) -> None:
+    with pytest.raises(ReporterError, match="input_size must be two integers"):
+        int_pair(value, "input_size")
 
 
 def test_unknown_arch_suggests_names() -> None:

@@ -8,7 +8,7 @@ and the activation maps of one confidently classified image at a few depths.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,8 +34,13 @@ def first_conv(model: nn.Module) -> str | None:
     return None
 
 
-def _channel_order(stream: StreamResult, layer: str, config: AuditConfig, names: list[str]):
-    """Channels to render: each class's most relevant first, then the strongest, to a budget."""
+def _channel_order(
+    stream: StreamResult, layer: str, tracked: list[int], config: AuditConfig, names: list[str]
+) -> tuple[list[int], dict[str, list[dict[str, float]]]]:
+    """Channels to render: each class's most relevant first, then the strongest, to a budget.
+
+    ``tracked`` are the channels the layer's top-k tracker holds (``topk.channels``).
+    """
     relevance = stream.relevance.get(layer)
     topk = stream.topk[layer]
     per_class: dict[str, list[dict[str, float]]] = {}
@@ -50,10 +55,10 @@ def _channel_order(stream: StreamResult, layer: str, config: AuditConfig, names:
                     order.append(tops[c][rank][0])
         order = order[: max(config.featvis_channels, min(len(tops), 16))]
     if len(order) < config.featvis_channels:
-        n_channels = len(topk.channels)
+        n_channels = len(tracked)
         scores = topk.values[:, 0] if topk.values.numel() else torch.zeros(n_channels)
         for i in torch.argsort(scores, descending=True).tolist():
-            ch = topk.channels[i]
+            ch = tracked[i]
             if ch not in order:
                 order.append(ch)
             if len(order) >= config.featvis_channels:
@@ -80,7 +85,8 @@ def feature_visualization(
     section, arrays = result.section, result.arrays
     conv = first_conv(model)
     if conv is not None:
-        weight = model.get_submodule(conv).weight.detach().cpu()
+        # first_conv named it because it is an nn.Conv2d; get_submodule only says nn.Module
+        weight = cast(nn.Conv2d, model.get_submodule(conv)).weight.detach().cpu()
         arrays["filters"] = uint8_images(filter_grid(weight))[0]
         section["filters"] = {
             "layer": conv,
@@ -92,7 +98,7 @@ def feature_visualization(
         topk = stream.topk.get(layer)
         if topk is None or topk.channels is None:
             continue
-        order, per_class = _channel_order(stream, layer, config, names)
+        order, per_class = _channel_order(stream, layer, topk.channels, config, names)
         rendered = render(
             model,
             layer,
@@ -110,7 +116,7 @@ def feature_visualization(
         )
         channels: dict[str, Any] = {}
         for ci, ch in enumerate(order):
-            examples = []
+            examples: list[dict[str, Any]] = []
             for ex in topk.examples(ch):
                 box = rf.box(ex.y, ex.x)
                 try:
@@ -165,7 +171,7 @@ def _activation_panel(
         return
     model = prep.loaded.model
     maps = activation_maps(model, x.to(model_device(model)), _activation_layers(model, stream))
-    layers = []
+    layers: list[str] = []
     for name, fmap in maps.items():
         if fmap.dim() != 3:
             continue

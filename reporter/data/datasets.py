@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from reporter.data.transforms import ImageReadError, read_image
+from reporter.data.transforms import ImageReadError, Preprocess, pil_to_tensor, read_image
 
 __all__ = [
     "Batch",
@@ -78,8 +79,22 @@ class ImageDataset(Dataset):
         raise NotImplementedError
 
     def load_unit(self, index: int) -> torch.Tensor:
-        """The image ``index`` resized to the model's input, in [0, 1], not normalised."""
+        """The image ``index`` resized to the model's input, in [0, 1], not normalised.
+
+        Without a transform the image comes back at its own size, as a ``[C, H, W]`` tensor.
+        """
         raise NotImplementedError
+
+    def _to_unit(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """``image`` through the transform's :meth:`~Preprocess.to_unit` (the one resize)."""
+        if self.transform is None:
+            return pil_to_tensor(image) if isinstance(image, Image.Image) else image
+        if not isinstance(self.transform, Preprocess):
+            raise TypeError(
+                f"load_unit needs a Preprocess transform (it has to_unit); this dataset has "
+                f"{type(self.transform).__name__}."
+            )
+        return self.transform.to_unit(image)
 
     @property
     def labels(self) -> np.ndarray:
@@ -125,8 +140,7 @@ class TensorImageDataset(ImageDataset):
         return f"{self.name}#{index}"
 
     def load_unit(self, index: int) -> torch.Tensor:
-        x = self.images[index]
-        return self.transform.to_unit(x) if self.transform is not None else x
+        return self._to_unit(self.images[index])
 
     def __getitem__(self, index: int):
         x = self.images[index]
@@ -177,8 +191,7 @@ class FileImageDataset(ImageDataset):
         return display_name(self.relative_path(self.files[index]))
 
     def load_unit(self, index: int) -> torch.Tensor:
-        img = read_image(str(self.files[index]))
-        return self.transform.to_unit(img) if self.transform is not None else img
+        return self._to_unit(read_image(str(self.files[index])))
 
     def __getitem__(self, index: int):
         try:

@@ -76,8 +76,8 @@ def read_image(path: str) -> Image.Image:
             warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             with Image.open(path) as img:
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
-                return img.copy()
+                upright = ImageOps.exif_transpose(img) or img
+                return upright.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(
             f"image too large to decode safely ({exc}); resize it below "
@@ -131,10 +131,10 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
         img = img.convert("L")
     elif mode != "RGB":
         img = img.convert("RGB")
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        return torch.from_numpy(arr.copy())[None]
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+    pixels = np.asarray(img, dtype=np.float32) / 255.0
+    if pixels.ndim == 2:
+        return torch.from_numpy(pixels.copy())[None]
+    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -229,6 +229,7 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
         ReporterError: for bad input (unknown layer, channels out of range, missing data).
     """
     from reporter.models import load_model
+    from reporter.models.meta import int_pair
     from reporter.nn.memory_format import use_channels_last
 
     if opts.channels is not None and opts.top_for_class is not None:
@@ -254,21 +255,26 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
         num_classes=len(bundle.class_names) if bundle is not None else None,
         class_names=list(bundle.class_names) if bundle is not None else None,
         channels=bundle.channels if bundle is not None else None,
-        input_size=tuple(bundle.input_size) if bundle is not None else None,
+        input_size=int_pair(bundle.input_size, "input_size") if bundle is not None else None,
         device=opts.device,
     )
     model, meta = loaded.model, loaded.meta
     in_channels = int(meta.channels or image_channels_of(model))
-    input_size = tuple(meta.input_size)
+    input_size = int_pair(meta.input_size, "input_size")
     use_channels_last(model, (opts.batch_size, in_channels, *input_size))  # CPU only, probed
     sample = torch.zeros(1, in_channels, *input_size, device=opts.device)
     # the one resolver: unknown names, layers that never run, and in-place overwrites (said)
     info = resolve_layer(model, opts.layer, trace_layers(model, sample), need_grid=False)
     layer = info.name
-    n_channels = int(info.output_shape[0])
+    shape = info.output_shape
+    if shape is None:
+        raise ReporterError(f"Layer {layer!r} ({info.type}) returns no tensor; choose another.")
+    n_channels = int(shape[0])
 
-    top = relevance = rf = None
-    spatial = len(info.output_shape) == 3
+    top: TopKActivations | None = None
+    relevance: ClassChannelRelevance | None = None
+    rf: ReceptiveField | None = None
+    spatial = len(shape) == 3
     class_rows: list[dict[str, Any]] = []
     if bundle is not None:
         from reporter.data.transforms import Preprocess
@@ -285,7 +291,7 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
                 model, layer, input_size, image_channels=in_channels, device=opts.device
             )
 
-    if relevance is not None:
+    if relevance is not None and bundle is not None:  # relevance exists only with data
         classes = _class_indices(opts.top_for_class or "all", bundle.class_names)
         for c in classes:
             if relevance.counts[c] == 0:
@@ -333,8 +339,8 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
             by_channel[ch] = entry
         for row in class_rows:
             name = f"{slug}_class_{row['class']}.png"
-            picks = [channels.index(ch["channel"]) for ch in row["channels"]]
-            save_grid(images[picks], out / name, nrow=len(picks))
+            columns = [channels.index(ch["channel"]) for ch in row["channels"]]
+            save_grid(images[columns], out / name, nrow=len(columns))
             row["image"] = name
 
         index: dict[str, Any] = {

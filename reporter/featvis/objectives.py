@@ -295,7 +295,8 @@ def parse_objective(spec: str) -> Objective:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ReporterError(f"Empty objective. {_SYNTAX}")
-    pos, terms = 0, []
+    pos = 0
+    terms: list[Objective] = []
     while pos < len(spec):
         match = _TERM.match(spec, pos)
         if not match or match.end() == pos:

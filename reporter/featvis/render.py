@@ -228,6 +228,8 @@ def render(
                     out = model(x)
                 acts = {name: recorder.outputs[h] for name, h in hooked.items()}
                 if needs_logits:
+                    if out is None:  # cannot happen: no stop hook is set when logits are needed
+                        raise RuntimeError("the forward pass stopped before the logits")
                     acts[LOGITS] = out
                 return value_fn(acts)
 

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-__all__ = ["calibration", "classification_metrics", "confusion_matrix", "top_k_accuracy"]
+__all__ = [
+    "CalibrationBin",
+    "calibration",
+    "classification_metrics",
+    "confusion_matrix",
+    "top_k_accuracy",
+]
+
+
+class CalibrationBin(TypedDict):
+    """One bin of the reliability curve: ``(lo, hi]`` on the confidence axis."""
+
+    lo: float
+    hi: float
+    count: int
+    confidence: float | None  # mean top-1 probability; None for an empty bin
+    accuracy: float | None  # share correct; None for an empty bin
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -25,7 +41,7 @@ def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 def calibration(
     confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
-) -> tuple[float, list[dict[str, float]]]:
+) -> tuple[float, list[CalibrationBin]]:
     """Expected calibration error and the reliability curve over equal-width bins.
 
     Args:
@@ -41,17 +57,17 @@ def calibration(
     # bin i holds (edges[i], edges[i+1]]; confidence 0 goes to the first bin
     ids = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
     ece = 0.0
-    bins = []
+    bins: list[CalibrationBin] = []
     n = max(len(confidence), 1)
     for i in range(n_bins):
         sel = ids == i
         count = int(sel.sum())
+        conf: float | None = None
+        acc: float | None = None
         if count:
             conf = float(confidence[sel].mean())
             acc = float(correct[sel].mean())
             ece += count / n * abs(acc - conf)
-        else:
-            conf = acc = None
         bins.append(
             {
                 "lo": float(edges[i]),

@@ -9,6 +9,7 @@ from torch import nn
 
 from reporter.errors import ReporterError
 from reporter.models.gapnet import GapNet
+from reporter.models.meta import int_pair
 
 __all__ = ["available_architectures", "build_model", "default_input_size"]
 
@@ -43,10 +44,14 @@ def _replace_first_conv(model: nn.Module, channels: int) -> None:
             new = nn.Conv2d(
                 channels,
                 module.out_channels,
-                kernel_size=module.kernel_size,
-                stride=module.stride,
-                padding=module.padding,
-                dilation=module.dilation,
+                kernel_size=int_pair(module.kernel_size, "kernel_size"),
+                stride=int_pair(module.stride, "stride"),
+                padding=(
+                    module.padding
+                    if isinstance(module.padding, str)
+                    else int_pair(module.padding, "padding")
+                ),
+                dilation=int_pair(module.dilation, "dilation"),
                 groups=1 if module.groups == module.in_channels else module.groups,
                 bias=module.bias is not None,
                 padding_mode=module.padding_mode,

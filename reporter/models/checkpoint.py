@@ -35,7 +35,7 @@ from torch import nn
 from reporter._version import __version__
 from reporter.errors import ReporterError
 from reporter.models.build import build_model, default_input_size
-from reporter.models.meta import ModelMeta
+from reporter.models.meta import ModelMeta, int_pair
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -259,7 +259,7 @@ def _make_meta(
         arch=arch,
         num_classes=num_classes,
         class_names=names,
-        input_size=tuple(input_size) if input_size else default_input_size(arch),
+        input_size=int_pair(input_size, "input_size") if input_size else default_input_size(arch),
         channels=channels,
         mean=list(mean) if mean else d_mean,
         std=list(std) if std else d_std,
@@ -450,12 +450,11 @@ def _load(
     obj = _torch_load_safe(path, trust_checkpoint)
     if isinstance(obj, nn.Module):
         model = obj
-        state = model.state_dict()
-        ch, nc = _infer_from_state(state)
+        state_ch, nc = _infer_from_state(model.state_dict())
         meta = _make_meta(
             arch or type(model).__name__,
             num_classes or nc or 0,
-            channels or ch or 3,
+            channels or state_ch or 3,
             class_names=class_names,
             input_size=input_size,
             mean=mean,
@@ -472,17 +471,17 @@ def _load(
                 f"{source} is a reporter checkpoint without its 'meta' (architecture, classes, "
                 "preprocessing); re-save it with `reporter train` or pass the weights with --arch."
             )
-        state = obj.get("state_dict")
-        if not isinstance(state, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state.values()
+        weights = obj.get("state_dict")
+        if not isinstance(weights, dict) or not all(
+            isinstance(v, torch.Tensor) for v in weights.values()
         ):
             raise ReporterError(
                 f"{source} is a reporter checkpoint whose 'state_dict' is not a dict of tensors."
             )
         meta = ModelMeta.from_dict(obj["meta"], source=source)
         model = build_model(meta.arch, meta.num_classes, meta.channels)
-        check_state_dict(model, state, meta.arch)
-        model.load_state_dict(state)
+        check_state_dict(model, weights, meta.arch)
+        model.load_state_dict(weights)
         if class_names and not meta.class_names:
             meta.class_names = list(class_names)
         return LoadedModel(model.eval().to(device), meta, source, "reporter")
@@ -504,7 +503,7 @@ def _load(
     # strip a DataParallel prefix
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    ch, nc = _infer_from_state(state)
+    state_ch, nc = _infer_from_state(state)
     n = num_classes or nc
     if n is None:
         raise ReporterError(f"Cannot tell the class count of {source}; pass --num-classes.")
@@ -513,7 +512,7 @@ def _load(
             f"{source} has {nc} outputs but the data has {num_classes} classes. Use the data "
             "the model was trained on, or retrain (`reporter train`)."
         )
-    in_ch = ch or channels or 3
+    in_ch = state_ch or channels or 3
     model = build_model(arch, n, in_ch)
     check_state_dict(model, state, arch)
     model.load_state_dict(state)
@@ -560,7 +559,13 @@ def _load_torchscript(
         if stored is not None
         else None
     )
-    size = meta.input_size if meta else tuple(input_size) if input_size else (224, 224)
+    size = (
+        meta.input_size
+        if meta
+        else int_pair(input_size, "input_size")
+        if input_size
+        else (224, 224)
+    )
     ch = meta.channels if meta else channels or 3
     output, ch = _dry_run(model, ch, size, path, adapt=meta is None)
     entry = _logits_entry(output, str(path))

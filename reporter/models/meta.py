@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 from reporter.errors import ReporterError
 
-__all__ = ["ModelMeta"]
+__all__ = ["ModelMeta", "int_pair"]
 
 
 def _shown(value: Any) -> str:
@@ -16,8 +18,24 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def int_pair(value: Sequence[int], what: str) -> tuple[int, int]:
+    """``value`` as the pair of integers it must be: an ``(height, width)``, a kernel size.
+
+    Torch and the callers' own types often say ``tuple[int, ...]`` where the value is a pair;
+    this is the one checked conversion (a list or a tuple of numpy ints is accepted too).
+
+    Raises:
+        ReporterError: when ``value`` is not exactly two integers; the message names ``what``.
+    """
+    try:
+        first, second = (operator.index(v) for v in value)
+    except (TypeError, ValueError):
+        raise ReporterError(f"{what} must be two integers, got {_shown(value)}.") from None
+    return (first, second)
 
 
 def _is_number(value: Any) -> bool:

@@ -194,12 +194,16 @@ def confidence_histogram(conf_correct: np.ndarray, conf_wrong: np.ndarray) -> st
     ax = fig.add_subplot()
     edges = np.linspace(0, 1, 21)
     ax.hist(
-        conf_correct, bins=edges, color=ACCENT, alpha=0.75, label=f"correct ({len(conf_correct)})"
+        conf_correct,
+        bins=edges,  # type: ignore[arg-type]  # stubs: Sequence[float]; hist takes an array
+        color=ACCENT,
+        alpha=0.75,
+        label=f"correct ({len(conf_correct)})",
     )
     if len(conf_wrong):
         ax.hist(
             conf_wrong,
-            bins=edges,
+            bins=edges,  # type: ignore[arg-type]  # stubs: Sequence[float]; hist takes an array
             histtype="step",
             linewidth=1.8,
             color=WARN,
@@ -219,8 +223,8 @@ def curves_figure(
     """Line plot of named curves over a [0, 1] x axis (deletion / insertion curves)."""
     fig = Figure(figsize=(3.6, 2.8))
     ax = fig.add_subplot()
-    for i, (name, ys) in enumerate(curves.items()):
-        ys = np.asarray(ys, dtype=np.float64)
+    for i, (name, curve) in enumerate(curves.items()):
+        ys = np.asarray(curve, dtype=np.float64)
         ax.plot(
             np.linspace(0, 1, len(ys)),
             ys,

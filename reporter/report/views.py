@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from reporter.bundle import Artifacts
+from reporter.errors import ReporterError
 from reporter.explain.registry import method_title
 from reporter.report import figures as fg
 
@@ -57,7 +58,15 @@ def _galleries(section: dict[str, Any], artifacts: Artifacts, cmap: str) -> dict
     maps = artifacts.get("galleries", "maps")
     methods = section.get("methods") or []
     out: dict[str, Any] = {"classes": {}}
-    for cname, groups in (section.get("classes") or {}).items():
+    classes = section.get("classes") or {}
+    if not classes:
+        return out
+    if images is None or maps is None:
+        raise ReporterError(
+            "The bundle's audit.json lists gallery images but its artifacts have no "
+            "galleries/images or galleries/maps arrays. The bundle is damaged; run the audit again."
+        )
+    for cname, groups in classes.items():
         out["classes"][cname] = {}
         for kind, items in groups.items():
             tiles = []
