@@ -141,10 +141,7 @@ def test_findings_write_the_shortcut_sentence_once_from_the_intervention() -> No
 def test_saliency_alone_never_flags_only_names_candidates() -> None:
     inspect = {"flagged": False, "basis": "region", "level": "inspect", "intervention": None}
     findings = key_findings(_audit({"a": inspect, "b": {"flagged": False, "level": "none"}}))
-    assert not any(f.startswith("Shortcut") for f in findings)
-    assert any(
-        "The saliency of “a” suggests a shortcut" in f and "not a shortcut" in f for f in findings
-    )
+    assert not any("hortcut" in f for f in findings)
 
 
 def test_region_cue_sentence_names_position_and_control() -> None:
