@@ -323,9 +323,9 @@ def _shortcuts(
         )
         interventions = {}
         for cname, cues in settings.items():
-            flagged = [c for c in cues if c["flagged"]]
+            flagging = [c for c in cues if c["flagged"]]
             # the setting that decides: the first that flags, else the primary method and layer
-            interventions[cname] = flagged[0] if flagged else cues[0]
+            interventions[cname] = flagging[0] if flagging else cues[0]
     out: dict[str, Any] = {}
     rows: list[int] = []
     for cname, s in scores.items():

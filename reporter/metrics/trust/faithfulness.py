@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ from reporter.nn.hooks import eval_mode
 __all__ = [
     "ConfidenceChange",
     "DeletionInsertion",
+    "DeletionInsertionSummary",
     "average_drop_increase",
     "baseline_images",
     "deletion_insertion",
@@ -48,6 +50,15 @@ __all__ = [
 ]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class DeletionInsertionSummary(TypedDict):
+    """:meth:`DeletionInsertion.summary`: batch-mean areas and curves as plain floats."""
+
+    deletion_auc: float
+    insertion_auc: float
+    deletion_curve: list[float]
+    insertion_curve: list[float]
 
 
 @dataclass
@@ -67,7 +78,7 @@ class DeletionInsertion:
     deletion_auc: torch.Tensor
     insertion_auc: torch.Tensor
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> DeletionInsertionSummary:
         """Mean AUCs and mean curves as plain floats and lists (JSON-ready)."""
         return {
             "deletion_auc": float(self.deletion_auc.mean()),
@@ -315,7 +326,7 @@ def faithfulness_with_references(
     seed: int = 0,
     batch_size: int = 128,
     blur_sigma: float | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Deletion / insertion AUCs labelled with their baseline, beside a random-map reference.
 
     For each baseline the maps' curves are computed with random tie orders
@@ -351,8 +362,7 @@ def faithfulness_with_references(
     """
     b, _, h, w = images.shape
     sal = as_maps(saliency)
-    common = {"steps": steps, "batch_size": batch_size, "blur_sigma": blur_sigma}
-    out: dict = {
+    out: dict[str, Any] = {
         "steps": steps,
         "ties": "random",
         "tie_orders": tie_orders,
@@ -370,23 +380,36 @@ def faithfulness_with_references(
             ties="random",
             tie_orders=tie_orders,
             seed=seed,
-            **common,
+            steps=steps,
+            batch_size=batch_size,
+            blur_sigma=blur_sigma,
         )
-        entry = {"baseline": name, **res.summary()}
+        summary = res.summary()
+        entry: dict[str, Any] = {"baseline": name, **summary}
         if random_maps > 0:
             rdel, rins = [], []
             for r in range(random_maps):
                 gen = torch.Generator().manual_seed(int(seed) + 1 + r)
                 noise = torch.rand(b, h, w, generator=gen).to(images.device)
                 ref = deletion_insertion(
-                    model_fn, images, noise, target, baseline=name, ties="row-major", **common
+                    model_fn,
+                    images,
+                    noise,
+                    target,
+                    baseline=name,
+                    ties="row-major",
+                    steps=steps,
+                    batch_size=batch_size,
+                    blur_sigma=blur_sigma,
                 )
                 rdel.append(float(ref.deletion_auc.mean()))
                 rins.append(float(ref.insertion_auc.mean()))
-            entry["random_deletion_auc"] = sum(rdel) / len(rdel)
-            entry["random_insertion_auc"] = sum(rins) / len(rins)
-            entry["deletion_gain"] = entry["random_deletion_auc"] - entry["deletion_auc"]
-            entry["insertion_gain"] = entry["insertion_auc"] - entry["random_insertion_auc"]
+            random_deletion_auc = sum(rdel) / len(rdel)
+            random_insertion_auc = sum(rins) / len(rins)
+            entry["random_deletion_auc"] = random_deletion_auc
+            entry["random_insertion_auc"] = random_insertion_auc
+            entry["deletion_gain"] = random_deletion_auc - summary["deletion_auc"]
+            entry["insertion_gain"] = summary["insertion_auc"] - random_insertion_auc
         else:
             entry.update(
                 random_deletion_auc=None,

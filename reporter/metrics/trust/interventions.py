@@ -62,6 +62,7 @@ from reporter.metrics.trust._common import (
 )
 from reporter.metrics.trust.faithfulness import _blur
 from reporter.metrics.trust.shortcut import location_agreement
+from reporter.models.meta import int_pair
 from reporter.nn.hooks import eval_mode
 
 __all__ = [
@@ -628,18 +629,18 @@ def consistent_region(
     if m.dim() != 2:
         raise ValueError(f"class_mean_map must be [H, W], got {tuple(class_mean_map.shape)}")
     if size is not None:
-        m = resize_maps(m[None], tuple(size))[0]
+        m = resize_maps(m[None], int_pair(size, "size"))[0]
     m = m.clamp(min=0)
     h, w = m.shape
     bh = min(h, max(1, round(h * math.sqrt(area))))
     bw = min(w, max(1, round(w * math.sqrt(area))))
     sums = F.avg_pool2d(m[None, None].double(), (bh, bw), stride=1)[0, 0] * (bh * bw)
-    flat = int(torch.argmax(sums.flatten()))
-    y0, x0 = divmod(flat, sums.shape[1])
+    best = int(torch.argmax(sums.flatten()))
+    y0, x0 = divmod(best, sums.shape[1])
     box = (y0, x0, y0 + bh, x0 + bw)
     total = float(m.double().sum())
     area_fraction = bh * bw / (h * w)
-    mass = float(sums.flatten()[flat]) / total if total > 0 else area_fraction
+    mass = float(sums.flatten()[best]) / total if total > 0 else area_fraction
     agreement = peak = None
     n = 0
     if maps is not None:

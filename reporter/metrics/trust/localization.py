@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from reporter.metrics.trust._common import as_maps, resize_maps
+from reporter.models.meta import int_pair
 
 __all__ = [
     "ZHANG_TOLERANCE",
@@ -42,7 +43,7 @@ def _prepare(saliency: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor,
     sal = as_maps(saliency)
     if masks.dim() != 3 or masks.shape[0] != sal.shape[0]:
         raise ValueError(f"masks must be [B, H, W] with B={sal.shape[0]}, got {tuple(masks.shape)}")
-    return resize_maps(sal.to(masks.device), tuple(masks.shape[-2:])), masks
+    return resize_maps(sal.to(masks.device), int_pair(masks.shape[-2:], "mask size")), masks
 
 
 def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:

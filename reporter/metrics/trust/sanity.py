@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from reporter.metrics.trust._common import as_maps, bootstrap_interval, resize_maps
+from reporter.models.meta import int_pair
 
 __all__ = [
     "BATCHNORM_NOTE",
@@ -310,7 +311,7 @@ def randomization_scores(
     if reference is None:
         reference = map_fn(model, images)
     reference = as_maps(reference, "reference").float()
-    size = tuple(reference.shape[-2:])
+    size = int_pair(reference.shape[-2:], "reference map size")
     # The reference's ranks and SSIM statistics are computed once for all steps.
     ref_ranks = _centred(ranks(reference.flatten(1)))
     ref_ssim = _SsimReference(reference.clamp(0, 1), window=11, sigma=1.5, data_range=1.0)
@@ -634,7 +635,7 @@ def graded_randomization(
         k: as_maps(v, k).detach().float() for k, v in explain(model, images, targets).items()
     }
     keys = list(reference)
-    size = {k: tuple(v.shape[-2:]) for k, v in reference.items()}
+    size = {k: int_pair(v.shape[-2:], f"{k} map size") for k, v in reference.items()}
     ref_ranks = {k: _centred(ranks(v.flatten(1))) for k, v in reference.items()}
     ref_ssim = {
         k: _SsimReference(_minmax(v), window=11, sigma=1.5, data_range=1.0)
@@ -669,9 +670,9 @@ def graded_randomization(
         if order != "cascading" or last is None:
             last = explain(_fully_randomized(model, seed, layers), images, targets)
         for k in keys:
-            maps = resize_maps(as_maps(last[k], k).detach().float(), size[k])
-            final[k].append(maps)
-            scores[k].append(compare(k, maps))
+            resized = resize_maps(as_maps(last[k], k).detach().float(), size[k])
+            final[k].append(resized)
+            scores[k].append(compare(k, resized))
 
     out: dict[str, GradedSanity] = {}
     for k in keys:

@@ -41,6 +41,7 @@ code that still reads it; new code takes ``flagged`` from the interventions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,8 @@ __all__ = [
     "LIFT_THRESHOLD",
     "LOCATION_AGREEMENT_THRESHOLD",
     "OUTSIDE_THRESHOLD",
+    "ObjectScores",
+    "ShortcutScores",
     "border_fraction",
     "border_share",
     "location_agreement",
@@ -71,6 +74,30 @@ BORDER_EXCESS_THRESHOLD = 0.5
 
 LOCATION_AGREEMENT_THRESHOLD = 0.7
 """A class is an "inspect" candidate when its maps' location agreement reaches this."""
+
+
+class ObjectScores(TypedDict, total=False):
+    """The scores that need object masks (all present with masks, none without)."""
+
+    energy_inside: float
+    outside_fraction: float
+    object_area: float
+    lift: float
+
+
+class ShortcutScores(ObjectScores):
+    """One class's :func:`shortcut_scores` (see its Returns for the meaning of each key)."""
+
+    n: int
+    border_fraction: float
+    border_share: float
+    border_excess: float
+    location_agreement: float
+    basis: Literal["mask", "border"]
+    evidence: list[int]
+    flagged: bool
+    candidate: bool
+    level: Literal["inspect", "none"]
 
 
 def _band(height: int, width: int, border: float, device: torch.device) -> torch.Tensor:
@@ -155,7 +182,7 @@ def shortcut_scores(
     border_excess_threshold: float = BORDER_EXCESS_THRESHOLD,
     agreement_threshold: float = LOCATION_AGREEMENT_THRESHOLD,
     evidence: int = 4,
-) -> dict[str, dict[str, float | int | bool | str | list[int]]]:
+) -> dict[str, ShortcutScores]:
     """Shortcut scores and flags per class.
 
     Args:
@@ -193,20 +220,16 @@ def shortcut_scores(
         masks = masks.bool().to(sal.device)
         outside = outside_fraction(sal, masks)
         area = masks.flatten(1).float().mean(dim=1)
-    out: dict[str, dict[str, float | int | bool | str | list[int]]] = {}
+    out: dict[str, ShortcutScores] = {}
     for index, name in enumerate(class_names):
         sel = torch.nonzero(labels == index).flatten()
         if sel.numel() == 0:
             continue
         bf = float(bfrac[sel].mean())
         excess = (bf - share) / (1.0 - share)
-        scores: dict[str, float | int | bool | str | list[int]] = {
-            "n": int(sel.numel()),
-            "border_fraction": bf,
-            "border_share": share,
-            "border_excess": excess,
-            "location_agreement": location_agreement(sal[sel]),
-        }
+        agreement = location_agreement(sal[sel])
+        on_object: ObjectScores = {}
+        basis: Literal["mask", "border"]
         if masks is not None:
             off = outside[sel]
             inside_mean = 1.0 - float(off.mean())
@@ -214,22 +237,30 @@ def shortcut_scores(
             lift = inside_mean / area_mean if area_mean > 0 else float("inf")
             flagged = (1.0 - inside_mean) > outside_threshold and lift < lift_threshold
             worst = off
-            scores.update(
-                energy_inside=inside_mean,
-                outside_fraction=1.0 - inside_mean,
-                object_area=area_mean,
-                lift=lift,
-                basis="mask",
-            )
+            on_object = {
+                "energy_inside": inside_mean,
+                "outside_fraction": 1.0 - inside_mean,
+                "object_area": area_mean,
+                "lift": lift,
+            }
+            basis = "mask"
         else:
             flagged = excess >= border_excess_threshold
             worst = bfrac[sel]
-            scores["basis"] = "border"
+            basis = "border"
         top = torch.argsort(worst, descending=True, stable=True)[:evidence]
-        scores["evidence"] = [int(i) for i in sel[top]]
-        scores["flagged"] = bool(flagged)
-        candidate = bool(flagged) or float(scores["location_agreement"]) >= agreement_threshold
-        scores["candidate"] = candidate
-        scores["level"] = "inspect" if candidate else "none"
-        out[name] = scores
+        candidate = bool(flagged) or agreement >= agreement_threshold
+        out[name] = {
+            "n": int(sel.numel()),
+            "border_fraction": bf,
+            "border_share": share,
+            "border_excess": excess,
+            "location_agreement": agreement,
+            **on_object,
+            "basis": basis,
+            "evidence": [int(i) for i in sel[top]],
+            "flagged": bool(flagged),
+            "candidate": candidate,
+            "level": "inspect" if candidate else "none",
+        }
     return out
