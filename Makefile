@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(wildcard reporter tests benchmarks docs scripts)
 	$(VENV)/bin/ruff format --check $(wildcard reporter tests benchmarks docs scripts)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format reporter tests benchmarks
