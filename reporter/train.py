@@ -13,10 +13,12 @@ from torch import nn
 
 from reporter.data.datasets import ImageDataset, make_loader
 from reporter.data.registry import DataBundle
+from reporter.data.transforms import Preprocess
 from reporter.errors import ReporterError
 from reporter.models.build import build_model, default_input_size
 from reporter.models.checkpoint import LoadedModel, load_model
 from reporter.models.meta import ModelMeta
+from reporter.nn.hooks import unknown_layer_message
 from reporter.nn.memory_format import use_channels_last
 from reporter.progress import progress_bar
 
@@ -101,8 +103,6 @@ def freeze_up_to(model: nn.Module, layer: str) -> list[str]:
     """Freeze every parameter up to and including module ``layer``; return frozen names."""
     modules = dict(model.named_modules())
     if layer not in modules:
-        from reporter.nn.hooks import unknown_layer_message
-
         raise ReporterError(unknown_layer_message(model, layer))
     frozen: list[str] = []
     prefix = layer + "."
@@ -178,7 +178,6 @@ def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> 
         ReporterError: when the bundle has no training split, or a class has no readable
             training image (checked after the first epoch, which reads every image once).
     """
-    from reporter.data.transforms import Preprocess
 
     if bundle.train is None:
         raise ReporterError("Training needs a training split (--data FOLDER or --train-data).")

@@ -199,7 +199,12 @@ def test_all_nan_model_is_not_reported_well_calibrated(tmp_path: Path) -> None:
     assert metrics["all_outputs_nonfinite"] is True
     assert metrics["ece"] is None and metrics["mean_confidence"] is None
     assert metrics["calibrated_images"] == 0 and metrics["accuracy"] == 0.0
-    assert "well calibrated" not in (out / "report.html").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "well calibrated" not in html
+    audit_json = _audit_json(out)
+    assert audit_json["verdict"]["level"] == "fail"
+    assert audit_json["findings"][0].startswith("The model produced no usable output")
+    assert "Verdict: fail" in html
 
 
 def test_calibration_leaves_out_nonfinite_rows() -> None:

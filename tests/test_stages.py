@@ -235,3 +235,32 @@ def test_findings_count_some_non_finite_outputs() -> None:
         f.startswith("The model produced no valid output") and "3 of the 10" in f
         for f in key_findings(audit)
     )
+
+
+def test_verdict_rules() -> None:
+    from reporter.audit.verdict import verdict
+
+    clean = _audit({"a": {"flagged": False}}, {"gradcam": {"status": "passed"}})
+    assert verdict(clean)["level"] == "pass"
+    review = _audit({}, {"eigencam": {"status": "failed"}})
+    got = verdict(review)
+    assert got["level"] == "review" and got["reasons"][0].startswith("EigenCAM failed")
+    ece = _audit({})
+    ece["metrics"]["ece"] = 0.2
+    assert "ECE 0.200" in verdict(ece)["reasons"][0]
+    shortcut = _audit(
+        {"a": {"flagged": True}, "b": {"flagged": False}}, {"x": {"status": "failed"}}
+    )
+    got = verdict(shortcut)
+    assert got["level"] == "fail" and got["reasons"] == [
+        "an intervention found a shortcut for 1 of 2 classes (“a”)"
+    ]
+    nan = _audit({})
+    nan["metrics"].update(all_outputs_nonfinite=True, ece=None)
+    assert verdict(nan)["level"] == "fail"
+    known = _audit({})
+    known["dataset"] = {"shortcut_check": {"accuracy_shortcut_kept": 1.0,
+                                           "accuracy_shortcut_absent": 0.25}}  # fmt: skip
+    assert verdict(known)["reasons"] == [
+        "accuracy falls from 100% to 25% without the background shortcut"
+    ]

@@ -33,6 +33,7 @@ from reporter.audit.findings import key_findings
 from reporter.audit.results import SectionResult
 from reporter.audit.stream import StreamResult, audit_indices, stream_pass
 from reporter.audit.trust import shortcut_accuracy, trust_checks
+from reporter.audit.verdict import verdict
 from reporter.bundle import SCHEMA_VERSION, Artifacts
 from reporter.config import AuditConfig
 from reporter.errors import ReporterError
@@ -133,6 +134,7 @@ def assemble(
         "explanations": explanations,
         "featvis": sections["featvis"].section if "featvis" in sections else {},
         "trust": sections["trust"].section if "trust" in sections else {},
+        "verdict": None,
         "findings": [],
         "skipped": list(prep.bundle.skipped) + list(stream.predictions.skipped),
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -142,6 +144,7 @@ def assemble(
         "model_card": dict(config.model_card),
     }
     audit["findings"] = key_findings(audit)
+    audit["verdict"] = verdict(audit)
     return audit
 
 
