@@ -12,7 +12,12 @@ from typing import Any
 
 from reporter.explain.registry import method_title
 
-__all__ = ["key_findings", "shortcut_sentence"]
+__all__ = ["key_findings", "percent", "shortcut_sentence"]
+
+
+def percent(x: float) -> str:
+    """A fraction as the report writes it (``95.5%``, ``29%``, ``100%``)."""
+    return _pct(x)
 
 
 def _pct(x: float) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reporter.audit.findings import percent
 from reporter.explain.registry import method_title
 
 __all__ = ["ECE_REVIEW", "SHORTCUT_ACCURACY_DROP", "verdict"]
@@ -43,7 +44,8 @@ def _fails(audit: dict[str, Any]) -> list[str]:
         kept, absent = check["accuracy_shortcut_kept"], check["accuracy_shortcut_absent"]
         if kept - absent > SHORTCUT_ACCURACY_DROP:
             out.append(
-                f"accuracy falls from {kept:.0%} to {absent:.0%} without the background shortcut"
+                f"accuracy falls from {percent(kept)} to {percent(absent)} without the background "
+                "shortcut"
             )
     return out
 
