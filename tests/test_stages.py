@@ -136,6 +136,11 @@ def test_findings_write_the_shortcut_sentence_once_from_the_intervention() -> No
     assert "60%–80% of their predictions change" in both[0] and "n = 12–20 per class" in both[0]
     assert "-70 to -30 points" in both[0]
     assert not any("hortcut" in f for f in key_findings(_audit({"a": ok})))
+    clear = key_findings(_audit({"a": ok, "b": {**ok, "intervention": _effect(changed=0.05)}}))
+    assert clear[0] == (
+        "No class relies on its background: with other classes' backgrounds put behind the "
+        "objects, at most 80% of a class's predictions change (n = 20 per class)."
+    )
 
 
 def test_saliency_alone_never_flags_only_names_candidates() -> None:

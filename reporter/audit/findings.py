@@ -106,6 +106,39 @@ def _span(values: list[float], *, signed: bool = False) -> str:
     return _pct(lo) if round(lo, 2) == round(hi, 2) else f"{lo:.0%}–{hi:.0%}"
 
 
+def _no_shortcut_sentence(shortcut: dict[str, Any]) -> str | None:
+    """What the intervention found when it flagged no class, with its largest effect."""
+    effects = [v.get("intervention") for v in shortcut.values() if isinstance(v, dict)]
+    effects = [e for e in effects if e]
+    if not effects:
+        return None
+    sizes = [e.get("n", 0) for e in effects]
+    n_text = (
+        f"n = {min(sizes)}–{max(sizes)} per class"
+        if min(sizes) != max(sizes)
+        else (f"n = {sizes[0]} per class")
+    )
+    if all(v.get("basis") == "mask" for v in shortcut.values() if isinstance(v, dict)):
+        worst = max(e.get("changed") or 0.0 for e in effects)
+        return (
+            f"No class relies on its background: with other classes' backgrounds put behind the "
+            f"objects, at most {_pct(worst)} of a class's predictions change ({n_text})."
+        )
+    flips = [
+        (e.get("flip_rate") or 0.0) - (e.get("control_flip_rate") or 0.0)
+        for e in effects
+        if e.get("flip_rate") is not None
+    ]
+    if not flips:
+        return None
+    return (
+        f"No small region gives a class away: pasting each class's most salient region into "
+        f"other classes' images changes at most {_pct(max(0.0, max(flips)))} more predictions "
+        f"to that class than a region from another class does ({n_text}); checked without "
+        "object masks."
+    )
+
+
 _SANITY_WORDS = {
     "failed": "failed the randomization test",
     "inconclusive": "was inconclusive in the randomization test",
@@ -173,6 +206,10 @@ def _trust(audit: dict[str, Any]) -> list[str]:
     flagged = [(n, v) for n, v in shortcut.items() if isinstance(v, dict) and v.get("flagged")]
     if flagged:
         out.append(shortcut_sentence(flagged, len(shortcut)))
+    elif shortcut:
+        clear = _no_shortcut_sentence(shortcut)
+        if clear:
+            out.append(clear)
     sanity = trust.get("sanity") or {}
     for method, v in sanity.items():
         if isinstance(v, dict) and v.get("status") == "failed":
