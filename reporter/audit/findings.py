@@ -108,8 +108,11 @@ def _span(values: list[float], *, signed: bool = False) -> str:
 
 def _no_shortcut_sentence(shortcut: dict[str, Any]) -> str | None:
     """What the intervention found when it flagged no class, with its largest effect."""
-    effects = [v.get("intervention") for v in shortcut.values() if isinstance(v, dict)]
-    effects = [e for e in effects if e]
+    effects: list[dict[str, Any]] = [
+        v["intervention"]
+        for v in shortcut.values()
+        if isinstance(v, dict) and isinstance(v.get("intervention"), dict)
+    ]
     if not effects:
         return None
     sizes = [e.get("n", 0) for e in effects]
