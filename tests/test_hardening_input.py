@@ -478,3 +478,11 @@ def test_featvis_out_below_a_file_is_one_line(tmp_path: Path) -> None:
     blocker.write_text("x")
     assert_user_error(_featvis(model, blocker / "fv"), "Cannot write to", "--out")
     assert_user_error(_featvis(model, blocker), "is a file")
+
+
+def test_featvis_seed_out_of_range_is_one_line(tmp_path: Path) -> None:
+    from reporter.featvis.cli import featvis
+
+    result = CliRunner().invoke(featvis, ["model.pt", "--layer", "x", "--seed", str(2**63)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--seed" in result.output and "0<=x<=9223372036854775807" in result.output

@@ -434,7 +434,13 @@ def _check_channels(channels: Sequence[int], n_channels: int, layer: str) -> Non
 @click.option("--top-k", default=9, show_default=True, help="Dataset examples per channel.")
 @click.option("--steps", default=256, show_default=True, help="Optimization steps.")
 @click.option("--size", default=128, show_default=True, help="Image size in pixels.")
-@click.option("--seed", default=0, show_default=True, help="Seed: same seed, same images.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Seed: same seed, same images.",
+)
 @click.option("--param", type=click.Choice(PARAMS), default="fft", show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--lr", default=0.05, show_default=True, help="Learning rate (step size).")
