@@ -116,32 +116,28 @@ def _sanity(model, images, targets, layers, methods, batch) -> dict[str, Any]:
 
 def _faithfulness(model, images, maps, targets, methods, batch, seed) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    random: dict[str, dict[str, Any]] = {}
-    for i, m in enumerate(methods):
-        # the random maps do not depend on the method: their curves are computed once
+    common = {"steps": CURVE_STEPS, "seed": seed, "batch_size": max(64, batch)}
+    # random maps do not depend on the method: one reference serves all of them
+    reference = T.random_map_reference(
+        model,
+        images,
+        targets,
+        baselines=FAITHFULNESS_BASELINES,
+        random_maps=RANDOM_MAPS,
+        **common,
+    )
+    for m in methods:
         ref = T.faithfulness_with_references(
             model,
             images,
             maps[m],
             targets,
             baselines=FAITHFULNESS_BASELINES,
-            steps=CURVE_STEPS,
             tie_orders=TIE_ORDERS,
-            random_maps=RANDOM_MAPS if i == 0 else 0,
-            seed=seed,
-            batch_size=max(64, batch),
+            random_maps=RANDOM_MAPS,
+            reference=reference,
+            **common,
         )
-        for name, entry in ref["baselines"].items():
-            if i == 0:
-                random[name] = {
-                    k: entry[k] for k in ("random_deletion_auc", "random_insertion_auc")
-                }
-            else:
-                entry.update(random[name])
-            r = random[name]
-            if r["random_deletion_auc"] is not None:
-                entry["deletion_gain"] = r["random_deletion_auc"] - entry["deletion_auc"]
-                entry["insertion_gain"] = entry["insertion_auc"] - r["random_insertion_auc"]
         cc = T.average_drop_increase(model, images, maps[m], targets, batch_size=max(64, batch))
         out[m] = {
             "baselines": ref["baselines"],

@@ -22,6 +22,7 @@ from reporter.metrics.trust.faithfulness import (
     baseline_images,
     deletion_insertion,
     faithfulness_with_references,
+    random_map_reference,
 )
 from reporter.metrics.trust.interventions import (
     InterventionEffect,
@@ -111,6 +112,7 @@ __all__ = [
     "parameter_layers",
     "per_class",
     "pointing_game",
+    "random_map_reference",
     "randomization_scores",
     "randomized_copies",
     "rank_correlation",

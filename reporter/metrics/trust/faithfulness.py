@@ -47,6 +47,7 @@ __all__ = [
     "baseline_images",
     "deletion_insertion",
     "faithfulness_with_references",
+    "random_map_reference",
 ]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -326,6 +327,7 @@ def faithfulness_with_references(
     seed: int = 0,
     batch_size: int = 128,
     blur_sigma: float | None = None,
+    reference: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Deletion / insertion AUCs labelled with their baseline, beside a random-map reference.
 
@@ -351,6 +353,8 @@ def faithfulness_with_references(
         seed: Seed of the tie orders and the random maps.
         batch_size: Images per forward pass.
         blur_sigma: Blur sigma for the ``"blur"`` baseline.
+        reference: A ready :func:`random_map_reference` for these images and targets (then
+            ``random_maps`` only labels the output); ``None`` computes it.
 
     Returns:
         A JSON-ready dict with ``steps``, ``ties`` (``"random"``), ``tie_orders``,
@@ -360,7 +364,7 @@ def faithfulness_with_references(
         ``insertion_curve``. ``deletion_gain = random - map`` and ``insertion_gain = map -
         random``: positive when the map beats a random one.
     """
-    b, _, h, w = images.shape
+    b = images.shape[0]
     sal = as_maps(saliency)
     out: dict[str, Any] = {
         "steps": steps,
@@ -386,30 +390,23 @@ def faithfulness_with_references(
         )
         summary = res.summary()
         entry: dict[str, Any] = {"baseline": name, **summary}
-        if random_maps > 0:
-            rdel, rins = [], []
-            for r in range(random_maps):
-                gen = torch.Generator().manual_seed(int(seed) + 1 + r)
-                noise = torch.rand(b, h, w, generator=gen).to(images.device)
-                ref = deletion_insertion(
-                    model_fn,
-                    images,
-                    noise,
-                    target,
-                    baseline=name,
-                    ties="row-major",
-                    steps=steps,
-                    batch_size=batch_size,
-                    blur_sigma=blur_sigma,
-                )
-                rdel.append(float(ref.deletion_auc.mean()))
-                rins.append(float(ref.insertion_auc.mean()))
-            random_deletion_auc = sum(rdel) / len(rdel)
-            random_insertion_auc = sum(rins) / len(rins)
-            entry["random_deletion_auc"] = random_deletion_auc
-            entry["random_insertion_auc"] = random_insertion_auc
-            entry["deletion_gain"] = random_deletion_auc - summary["deletion_auc"]
-            entry["insertion_gain"] = summary["insertion_auc"] - random_insertion_auc
+        ref = reference.get(name) if reference is not None else None
+        if ref is None and random_maps > 0:
+            ref = random_map_reference(
+                model_fn,
+                images,
+                target,
+                baselines=(name,),
+                steps=steps,
+                random_maps=random_maps,
+                seed=seed,
+                batch_size=batch_size,
+                blur_sigma=blur_sigma,
+            )[name]
+        if ref is not None:
+            entry["random_deletion_auc"], entry["random_insertion_auc"] = ref
+            entry["deletion_gain"] = ref[0] - summary["deletion_auc"]
+            entry["insertion_gain"] = summary["insertion_auc"] - ref[1]
         else:
             entry.update(
                 random_deletion_auc=None,
@@ -418,4 +415,50 @@ def faithfulness_with_references(
                 insertion_gain=None,
             )
         out["baselines"][name] = entry
+    return out
+
+
+def random_map_reference(
+    model_fn: ModelFn,
+    images: torch.Tensor,
+    target: int | torch.Tensor,
+    *,
+    baselines: tuple[str, ...] = ("blur", "zero"),
+    steps: int = 20,
+    random_maps: int = 3,
+    seed: int = 0,
+    batch_size: int = 128,
+    blur_sigma: float | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Deletion and insertion areas of uninformative maps: the reference a map must beat.
+
+    ``random_maps`` maps of uniform noise (seeds ``seed + 1 ...``; no ties) per baseline, their
+    mean areas. They do not depend on any method's map, so one reference serves every method
+    on the same images and targets (pass it as ``reference`` to
+    :func:`faithfulness_with_references`).
+
+    Returns:
+        ``{baseline: (random_deletion_auc, random_insertion_auc)}``.
+    """
+    b, _, h, w = images.shape
+    out: dict[str, tuple[float, float]] = {}
+    for name in baselines:
+        rdel, rins = [], []
+        for r in range(random_maps):
+            gen = torch.Generator().manual_seed(int(seed) + 1 + r)
+            noise = torch.rand(b, h, w, generator=gen).to(images.device)
+            res = deletion_insertion(
+                model_fn,
+                images,
+                noise,
+                target,
+                baseline=name,
+                ties="row-major",
+                steps=steps,
+                batch_size=batch_size,
+                blur_sigma=blur_sigma,
+            )
+            rdel.append(float(res.deletion_auc.mean()))
+            rins.append(float(res.insertion_auc.mean()))
+        out[name] = (sum(rdel) / len(rdel), sum(rins) / len(rins))
     return out

@@ -49,6 +49,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -233,14 +234,9 @@ def _attribute_to_donors(
     labels: torch.Tensor,
     donor_labels: torch.Tensor,
     names: Sequence[str],
+    judge: Callable[..., dict[str, InterventionEffect]],
     *,
-    n_boot: int,
     confidence: float,
-    seed: int,
-    drop_threshold: float,
-    ci_lower_threshold: float,
-    change_threshold: float,
-    change_lower_threshold: float,
     pull_threshold: float,
     pull_lower_threshold: float,
 ) -> dict[str, InterventionEffect]:
@@ -262,22 +258,7 @@ def _attribute_to_donors(
     }
     excluded = torch.tensor([pulls[int(d)] for d in donor_labels.tolist()], dtype=torch.bool)
     keep = ~excluded.to(labels.device)
-    restricted = _effects(
-        before[keep],
-        after[keep],
-        labels[keep],
-        names,
-        intervention="background_swap",
-        basis="mask",
-        box=None,
-        n_boot=n_boot,
-        confidence=confidence,
-        seed=seed,
-        drop_threshold=drop_threshold,
-        ci_lower_threshold=ci_lower_threshold,
-        change_threshold=change_threshold,
-        change_lower_threshold=change_lower_threshold,
-    )
+    restricted = judge(before[keep], after[keep], labels[keep])
     out: dict[str, InterventionEffect] = {}
     for name, effect in effects.items():
         index = list(names).index(name)
@@ -491,11 +472,10 @@ def background_swap(
     edited = torch.where(masks[:, None], images, background)
     before = _predict(model, images, batch_size)
     after = _predict(model, edited, batch_size)
-    effects = _effects(
-        before,
-        after,
-        labels,
-        names,
+    # one rule for the class-level effects, applied to all images and (swap) to a subset
+    judge = partial(
+        _effects,
+        class_names=names,
         intervention=f"background_{mode}",
         basis="mask",
         box=None,
@@ -506,8 +486,8 @@ def background_swap(
         ci_lower_threshold=ci_lower_threshold,
         change_threshold=change_threshold,
         change_lower_threshold=change_lower_threshold,
-        donor_labels=donor_labels,
     )
+    effects = judge(before, after, labels, donor_labels=donor_labels)
     if donor_labels is None:
         return effects
     return _attribute_to_donors(
@@ -517,13 +497,8 @@ def background_swap(
         labels,
         donor_labels,
         names,
-        n_boot=n_boot,
+        judge,
         confidence=confidence,
-        seed=seed,
-        drop_threshold=drop_threshold,
-        ci_lower_threshold=ci_lower_threshold,
-        change_threshold=change_threshold,
-        change_lower_threshold=change_lower_threshold,
         pull_threshold=pull_threshold,
         pull_lower_threshold=pull_lower_threshold,
     )
