@@ -171,6 +171,22 @@ def _check_every_class_read(
     )
 
 
+#: Fewer optimizer steps than this train at a constant learning rate: OneCycleLR divides by the
+#: length of its warm-up phase, which is zero steps long when ``0.25 * steps == 1``.
+MIN_ONECYCLE_STEPS = 8
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, lr: float, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle schedule over ``steps`` optimizer steps (constant ``lr`` for very short runs)."""
+    if steps < MIN_ONECYCLE_STEPS:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=0.25
+    )
+
+
 def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Train ``config.arch`` on ``bundle.train`` and return the model with full metadata.
 
@@ -216,9 +232,7 @@ def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> 
         num_workers=config.num_workers,
     )
     steps = max(1, config.epochs * len(loader))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.25
-    )
+    scheduler = lr_schedule(optimizer, config.lr, steps)
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict[str, float]] = []
     skipped: dict[str, str] = {}

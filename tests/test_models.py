@@ -195,3 +195,24 @@ def test_not_a_checkpoint(tmp_path: Path, content: bytes) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ReporterError, match="not found"):
         load_model("does/not/exist.pt")
+
+
+@pytest.mark.parametrize("steps", range(1, 13))
+def test_lr_schedule_runs_for_any_number_of_steps(steps):
+    """OneCycleLR divides by zero when 0.25 * steps == 1 (a 3x10-image folder, batch 64, 4
+    epochs); short runs use a constant rate, longer ones peak at the given rate."""
+    from reporter.train import MIN_ONECYCLE_STEPS, lr_schedule
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=0.01)
+    sched = lr_schedule(opt, 0.01, steps)
+    rates = []
+    for _ in range(steps):
+        opt.step()
+        rates.append(opt.param_groups[0]["lr"])
+        if sched.last_epoch < steps:
+            sched.step()
+    if steps < MIN_ONECYCLE_STEPS:
+        assert rates == [0.01] * steps
+    else:
+        assert 0.0095 < max(rates) <= 0.01 + 1e-12 and rates[0] < 0.001
