@@ -276,7 +276,8 @@ def decision_evidence(audit: dict[str, Any], artifacts: Artifacts) -> dict[str, 
     """The strongest evidence for page 1: the shortcut chart (``cue_chart``, None when no
     shortcut was found) and the strip of images the cue made the model get wrong
     (``examples``: ``{"image", "class", "label", "pred_before", "pred_after", "kind"}``, from
-    ``trust.shortcut_examples`` and the ``trust/shortcut_examples`` array; empty when absent)."""
+    ``trust.shortcut_examples`` and the ``trust/shortcut_examples`` array; empty when absent or
+    when no shortcut was found)."""
     accuracy, changed = _cue_rows(audit)
     found = bool(changed) or any(
         f.get("id") in ("shortcut-known-background", "shortcut-intervention")
@@ -284,7 +285,8 @@ def decision_evidence(audit: dict[str, Any], artifacts: Artifacts) -> dict[str, 
         if isinstance(f, dict)
     )
     out: dict[str, Any] = {"cue_chart": cue_chart(accuracy, changed) if found else None}
-    records = (audit.get("trust") or {}).get("shortcut_examples") or []
+    # the strip is evidence for a shortcut that was found: a clean model's page stays calm
+    records = ((audit.get("trust") or {}).get("shortcut_examples") or []) if found else []
     images = artifacts.get("trust", "shortcut_examples") if records else None
     examples = []
     if images is not None and images.ndim == 4 and len(images) >= len(records):
