@@ -126,3 +126,11 @@ def test_verdict_table_is_type_checked_with_the_valid_keys_named(tmp_path: Path)
     toml.write_text("[verdict]\nece_reveiw = 0.2\n")
     with pytest.raises(ReporterError, match=r"audit\.toml: Unknown verdict key 'ece_reveiw'"):
         load_config(toml)
+
+
+def test_docs_list_every_verdict_key_with_its_default() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "trust.rst").read_text()
+    table = text.split(".. _verdict-rules:")[1].split(".. code-block:: toml")[0]
+    for key, spec in VERDICT_FIELDS.items():
+        default = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
+        assert f"   * - ``{key}``\n     - ``{default}``\n     - {spec.doc[:40]}" in table, key
