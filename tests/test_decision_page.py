@@ -48,9 +48,9 @@ def _audit(flagged: bool, examples: bool) -> dict[str, Any]:
     if examples:
         audit["trust"]["shortcut_examples"] = [
             {"class": "circle", "label": "circle", "pred_before": "circle",
-             "pred_after": "square", "kind": "background swap"},
+             "pred_after": "square", "kind": "background-swap"},
             {"class": "circle", "label": "circle", "pred_before": "circle",
-             "pred_after": "cross", "kind": "background swap"},
+             "pred_after": "cross", "kind": "region-paste"},
         ]  # fmt: skip
     return audit
 
@@ -79,7 +79,8 @@ def test_shortcut_page_shows_fail_banner_chart_and_strip() -> None:
     assert 'class="decision-banner fail"' in html and "Verdict: fail" in html
     assert 'id="decision-shortcut-chart"' in html
     assert len(re.findall(r'class="strip-tile"><img src="data:image/png;base64,', html)) == 2
-    assert "circle: “circle” → “square”" in html and "“circle” → “cross”" in html
+    assert "circle: “circle” → “square”<br><em>background swapped</em>" in html
+    assert "“circle” → “cross”<br><em>cue region pasted</em>" in html
     assert '<span class="sev-badge high">high</span>' in html
     assert 'href="#trust-shortcut"' in html and 'id="finding-shortcut-intervention"' in html
 
