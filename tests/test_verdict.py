@@ -134,3 +134,24 @@ def test_docs_list_every_verdict_key_with_its_default() -> None:
     for key, spec in VERDICT_FIELDS.items():
         default = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
         assert f"   * - ``{key}``\n     - ``{default}``\n     - {spec.doc[:40]}" in table, key
+
+
+def test_sanity_reason_names_the_rank_correlation() -> None:
+    audit = _audit()
+    audit["trust"]["sanity"] = {"eigencam": {"status": "failed", "spearman": 0.8}}
+    assert verdict(audit)["reasons"][0].startswith(
+        "EigenCAM (rank correlation 0.80) failed the randomization test"
+    )
+
+
+def test_command_line_summary_counts_findings_by_severity() -> None:
+    from reporter.audit.run import verdict_summary
+
+    def f(s: str) -> dict[str, str]:
+        return {"severity": s}
+
+    audit = {"verdict": {"level": "fail"}, "findings": [f("high"), f("high"), f("low"), f("info")]}
+    assert verdict_summary(audit) == "verdict fail: 2 high, 1 low findings"
+    assert verdict_summary({"verdict": {"level": "pass"}, "findings": [f("info")]}) == (
+        "verdict pass: no problem found"
+    )

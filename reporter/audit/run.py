@@ -43,7 +43,7 @@ from reporter.outdir import output_lock
 from reporter.report.writer import publish_audit
 from reporter.setup import Prepared, prepare
 
-__all__ = ["AuditResult", "Timer", "assemble", "run_audit", "signoff_section"]
+__all__ = ["AuditResult", "Timer", "assemble", "run_audit", "signoff_section", "verdict_summary"]
 
 UNHOOKABLE = (
     "Class activation maps and feature visualization need a model whose layers can be "
@@ -96,6 +96,16 @@ def _metrics(stream: StreamResult, names: list[str]) -> dict[str, Any]:
     correct = preds.preds == preds.labels
     metrics["confident_mistakes"] = int(((~correct) & (preds.confidence > 0.9)).sum())
     return metrics
+
+
+def verdict_summary(audit: dict[str, Any]) -> str:
+    """``verdict fail: 2 high, 1 medium findings`` for the command line's last line."""
+    counts: dict[str, int] = {}
+    for f in audit.get("findings") or []:
+        counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+    shown = [f"{counts[s]} {s}" for s in ("high", "medium", "low") if counts.get(s)]
+    level = (audit.get("verdict") or {}).get("level", "none")
+    return f"verdict {level}: " + (", ".join(shown) + " findings" if shown else "no problem found")
 
 
 def signoff_section(audit: dict[str, Any], signoff: dict[str, Any]) -> dict[str, Any]:
@@ -263,7 +273,8 @@ def _run(config: AuditConfig, out: Path, argv: list[str]) -> AuditResult:
         )
     summary = (
         f"{prep.loaded.meta.arch} on {len(stream.predictions.labels)} images of "
-        f"{prep.bundle.name} (accuracy {audit['metrics']['accuracy']:.1%})"
+        f"{prep.bundle.name} (accuracy {audit['metrics']['accuracy']:.1%}; "
+        f"{verdict_summary(audit)})"
     )
     return AuditResult(audit, paths, time.perf_counter() - start, summary)
 

@@ -74,7 +74,15 @@ def _reviews(audit: dict[str, Any], rules: dict[str, Any]) -> list[str]:
     sanity = (audit.get("trust") or {}).get("sanity") or {}
     failed = [m for m, v in sanity.items() if isinstance(v, dict) and v.get("status") == "failed"]
     if failed and rules["sanity_review"]:
-        titles = " and ".join(method_title(m) for m in failed)
+        titles = " and ".join(
+            method_title(m)
+            + (
+                f" (rank correlation {sanity[m]['spearman']:.2f})"
+                if isinstance(sanity[m].get("spearman"), (int, float))
+                else ""
+            )
+            for m in failed
+        )
         out.append(
             f"{titles} failed the randomization test: read {'its' if len(failed) == 1 else 'their'}"
             " maps as where the object is, not why the model decided"
