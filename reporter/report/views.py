@@ -189,10 +189,10 @@ def _cue_rows(audit: dict[str, Any]) -> tuple[list[tuple[str, float, float]], li
     Returns ``(accuracy, changed)``: ``accuracy`` rows ``(label, with the cue, without it)``
     (the known-shortcut check over all classes; without one, each flagged class's recall with
     its own and with other classes' backgrounds: on generated data the test images' own
-    backgrounds need not carry the cue, so the check alone stands for it); ``changed`` rows ``(label, value, control or None,
-    kind)`` for the flagged classes: the share of predictions the background swap changed
-    (``kind`` ``"changed"``), or the share predicted as the class with its region pasted and
-    with another class's region (``"pasted"``).
+    backgrounds need not carry the cue, so the check alone stands for it); ``changed`` rows
+    ``(label, value, control or None, kind)`` for the flagged classes: the share of
+    predictions the background swap changed (``kind`` ``"changed"``), or the share predicted
+    as the class with its region pasted and with another class's region (``"pasted"``).
     """
     accuracy: list[tuple[str, float, float]] = []
     changed: list[tuple] = []
@@ -219,6 +219,11 @@ def _cue_rows(audit: dict[str, Any]) -> tuple[list[tuple[str, float, float]], li
     return accuracy, changed
 
 
+def _pct(x: float) -> str:
+    """A share as the findings write it (``95.5%``, ``29%``)."""
+    return f"{x:.0%}" if abs(x - round(x, 2)) < 1e-9 or x >= 0.995 or x < 0.1 else f"{x:.1%}"
+
+
 def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) -> str | None:
     """Horizontal bars: accuracy with and without the cue (left), and what the intervention
     changed (right); None when there is nothing to draw."""
@@ -236,11 +241,11 @@ def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) ->
         ax.barh(y - 0.2, [r[1] for r in accuracy], 0.38, color=fg.ACCENT, label="cue present")
         ax.barh(y + 0.2, [r[2] for r in accuracy], 0.38, color=fg.WARN, label="cue removed")
         for k, r in enumerate(accuracy):
-            ax.text(r[1] + 0.01, k - 0.2, f"{r[1]:.0%}", va="center", fontsize=6.5)
-            ax.text(r[2] + 0.01, k + 0.2, f"{r[2]:.0%}", va="center", fontsize=6.5)
+            ax.text(r[1] + 0.01, k - 0.2, _pct(r[1]), va="center", fontsize=6.5)
+            ax.text(r[2] + 0.01, k + 0.2, _pct(r[2]), va="center", fontsize=6.5)
         ax.set_yticks(y, [r[0] for r in accuracy], fontsize=7)
         ax.set_title("Accuracy (recall) with and without the cue", fontsize=8, color=fg.INK)
-        ax.legend(fontsize=6.5, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.08),
+        ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
                   ncol=2)  # fmt: skip
     if changed:
         ax = axes[i]
@@ -249,12 +254,13 @@ def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) ->
         ax.barh(y - (0.2 if pasted else 0), [r[1] for r in changed], 0.38 if pasted else 0.6,
                 color=fg.WARN, label="cue pasted" if pasted else None)  # fmt: skip
         for k, r in enumerate(changed):
-            ax.text(r[1] + 0.01, k - (0.2 if pasted else 0), f"{r[1]:.0%}", va="center",
+            ax.text(r[1] + 0.01, k - (0.2 if pasted else 0), _pct(r[1]), va="center",
                     fontsize=6.5)  # fmt: skip
         if pasted:
             controls = [r[2] or 0.0 for r in changed]
             ax.barh(y + 0.2, controls, 0.38, color="#9aa5b1", label="another class's region")
-            ax.legend(fontsize=6.5, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.08))
+            ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                      ncol=2)  # fmt: skip
         ax.set_yticks(y, [r[0] for r in changed], fontsize=7)
         ax.set_title(
             "Predicted as the class when its region is pasted"
