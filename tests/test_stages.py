@@ -230,10 +230,12 @@ def test_findings_for_a_model_with_no_finite_output() -> None:
         nonfinite_outputs=10,
         nonfinite_inputs=2,
         classes_without_images=["c"],
+        train_accuracy=0.9,
     )
     findings = _texts(audit)
     assert findings[0].startswith("The model produced no usable output: all 10")
     assert not any("calibrated" in f or "confident" in f for f in findings)
+    assert not any("weak" in f or "below training accuracy" in f for f in findings)
     assert any("2 images held NaN or infinite pixel values" in f for f in findings)
     assert any("1 class (“c”) has no readable test image" in f for f in findings)
 

@@ -706,7 +706,8 @@ def _performance(audit: dict[str, Any], rules: dict[str, Any]) -> list[dict[str,
             recommendation="None needed.",
         )
     )
-    if train is not None and m["accuracy"] is not None and train - m["accuracy"] > 0.1:
+    broken = bool(m.get("all_outputs_nonfinite"))  # said once, as no-usable-output
+    if not broken and train is not None and train - m["accuracy"] > 0.1:
         gap = train - m["accuracy"]
         out.append(
             finding(
@@ -723,7 +724,7 @@ def _performance(audit: dict[str, Any], rules: dict[str, Any]) -> list[dict[str,
                 "cause); regularise or collect more varied training data.",
             )
         )
-    weak = weak_classes(audit, rules)
+    weak = [] if broken else weak_classes(audit, rules)
     rows = [r for r in m["per_class"] if r["support"] > 0]
     if weak:
         parts = [f"“{r['class']}” (recall {_pct(r['recall'])}, n = {r['support']})" for r in weak]
