@@ -288,20 +288,36 @@ def test_calibration_severity_follows_the_ece_rule_and_states_n() -> None:
 
 def test_fully_removed_confidence_is_evidence_of_a_shortcut() -> None:
     # "a fully blurred image still classified at 92% is itself evidence of a shortcut"
-    f = fully_removed_finding(0.92, 32, 4)
+    f = fully_removed_finding(0.92, 32, 4, intact=0.95)
     assert f["severity"] == "medium" and f["id"] == "fully-removed-confidence"
     assert f["statement"].startswith(
         "With every pixel blurred (n = 32 images), the model still gives the class it predicted "
-        "on the intact image a mean probability of 92% (chance: 25%): it decides from what "
-        "survives the removal"
+        "on the intact image a mean probability of 92% (95% on the intact images; chance: 25%): "
+        "the removal barely matters to it"
     )
+    assert fully_removed_finding(0.54, 32, 4, intact=0.95)["severity"] == "info"  # 57% kept
     low = fully_removed_finding(0.3, 32, 4)
     assert (
         low["severity"] == "info"
         and "close to what it gives with nothing to see" in (low["statement"])
     )
     assert fully_removed_finding(0.45, 10, 2)["severity"] == "info"  # under twice chance
+    assert fully_removed_finding(0.6, 10, 4)["severity"] == "medium"  # no intact: above 0.5
     assert "mean colour" in fully_removed_finding(0.9, 8, 10, baseline="zero")["statement"]
+
+
+@pytest.mark.parametrize(("last", "expected"), [(0.917, ["medium"]), (0.541, [])])
+def test_fully_blurred_point_of_the_deletion_curve_is_read(last: float, expected: list) -> None:
+    # the shapes-shortcut (0.917 of 0.945 kept) and shapes-clean (0.541 of 0.95) examples
+    audit = _audit()
+    audit["dataset"]["classes"] = ["a", "b", "c", "d"]
+    audit["trust"] = {"faithfulness": _faith(gradcam=(0.3, 0.7))}
+    blur = audit["trust"]["faithfulness"]["methods"]["gradcam"]["baselines"]["blur"]
+    blur["deletion_curve"] = [0.945, 0.8, last]
+    found = [f for f in key_findings(audit) if f["id"] == "fully-removed-confidence"]
+    assert [f["severity"] for f in found] == expected
+    if found:
+        assert found[0]["numbers"]["confidence"] == last and found[0]["numbers"]["n"] == 32
 
 
 def test_findings_read_numbers_only_and_do_not_change_the_audit() -> None:

@@ -261,6 +261,7 @@ def key_findings(
         + _integrity(audit)
         + _sanity(audit)
         + _faithfulness(audit)
+        + _fully_removed(audit)
         + _localization(audit)
         + _performance(audit, rules)
         + _explanations(audit)
@@ -518,36 +519,50 @@ def _faithfulness(audit: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def fully_removed_finding(
-    confidence: float, n: int, num_classes: int, baseline: str = "blur"
+    confidence: float,
+    n: int,
+    num_classes: int,
+    baseline: str = "blur",
+    intact: float | None = None,
 ) -> dict[str, Any]:
     """What the model does with images whose every pixel was removed (``baseline``: blurred or
     set to the mean colour): the mean probability ``confidence`` of the class it predicted on
-    the intact image, over ``n`` images, against chance ``1 / num_classes``.
+    the intact image (mean ``intact`` there, when known), over ``n`` images, against chance
+    ``1 / num_classes``.
 
-    A model that still gives its class more than half the probability, and more than twice
-    chance, decides from what survives the removal (colour, layout, background), not from the
-    object's shape: ``medium``; otherwise ``info``.
+    The removal barely matters to the model when ``confidence`` is more than twice chance and,
+    with ``intact`` known, at least :data:`FULLY_REMOVED_KEPT` of it (else above 0.5): it
+    decides from what survives the removal (colour, layout, background), not from the object's
+    shape, itself evidence of a shortcut (``medium``); otherwise ``info``.
     """
     chance = 1.0 / max(1, num_classes)
     removed = "blurred" if baseline == "blur" else "replaced by the mean colour"
-    high = confidence > 0.5 and confidence > 2 * chance
+    kept = confidence >= FULLY_REMOVED_KEPT * intact if intact else confidence > 0.5
+    high = kept and confidence > 2 * chance
     tail = (
-        ": it decides from what survives the removal (colour, layout, background), not from the "
-        "object's shape — itself evidence of a shortcut."
+        ": the removal barely matters to it, so it decides from what survives (colour, layout, "
+        "background), not from the object's shape — itself evidence of a shortcut."
         if high
         else ", close to what it gives with nothing to see."
         if confidence <= 2 * chance
         else "."
     )
+    on_intact = f"{_pct(intact)} on the intact images; " if intact else ""
     return finding(
         "fully-removed-confidence",
         "medium" if high else "info",
         f"With every pixel {removed} (n = {n} images), the model still gives the class it "
-        f"predicted on the intact image a mean probability of {_pct(confidence)} (chance: "
-        f"{_pct(chance)}){tail}",
-        numbers={"confidence": confidence, "n": n, "chance": chance, "baseline": baseline},
+        f"predicted on the intact image a mean probability of {_pct(confidence)} ({on_intact}"
+        f"chance: {_pct(chance)}){tail}",
+        numbers={
+            "confidence": confidence,
+            "intact": intact,
+            "n": n,
+            "chance": chance,
+            "baseline": baseline,
+        },
         anchor="trust-faithfulness",
-        label="Deletion and insertion curves",
+        label="Deletion curves",
         recommendation=(
             "Check what the blurred image still shows (colour, background) and retrain with "
             "that cue decorrelated from the class."
@@ -555,6 +570,29 @@ def fully_removed_finding(
             else "None needed."
         ),
     )
+
+
+FULLY_REMOVED_KEPT = 0.9
+"""Share of the intact images' probability that a fully removed image must keep for
+:func:`fully_removed_finding` to call the removal irrelevant to the model."""
+
+
+def _fully_removed(audit: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last point of the deletion curve (every pixel blurred) against its first (intact),
+    from ``trust.faithfulness``; only when the removal barely matters (a ``medium`` finding)."""
+    faith = (audit.get("trust") or {}).get("faithfulness") or {}
+    methods = faith.get("methods") or {}
+    if not methods or "blur" not in (faith.get("baselines") or []):
+        return []
+    curve = (next(iter(methods.values())).get("baselines") or {}).get("blur", {})
+    curve = curve.get("deletion_curve") or []
+    names = (audit.get("dataset") or {}).get("classes") or []
+    if len(curve) < 2 or not names or curve[0] is None or curve[-1] is None:
+        return []
+    found = fully_removed_finding(
+        curve[-1], faith.get("images", 0), len(names), "blur", intact=curve[0]
+    )
+    return [found] if found["severity"] == "medium" else []
 
 
 def _and(items: list[str]) -> str:
