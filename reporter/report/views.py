@@ -231,7 +231,7 @@ def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) ->
     if not panels:
         return None
     height = 0.5 + 0.32 * max(len(p) for p in panels)
-    fig = Figure(figsize=(3.4 * len(panels), height + 0.6))
+    fig = Figure(figsize=(2.6 * len(panels), height + 0.8))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     i = 0
     if accuracy:
@@ -241,11 +241,11 @@ def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) ->
         ax.barh(y - 0.2, [r[1] for r in accuracy], 0.38, color=fg.ACCENT, label="cue present")
         ax.barh(y + 0.2, [r[2] for r in accuracy], 0.38, color=fg.WARN, label="cue removed")
         for k, r in enumerate(accuracy):
-            ax.text(r[1] + 0.01, k - 0.2, _pct(r[1]), va="center", fontsize=6.5)
-            ax.text(r[2] + 0.01, k + 0.2, _pct(r[2]), va="center", fontsize=6.5)
-        ax.set_yticks(y, [r[0] for r in accuracy], fontsize=7)
-        ax.set_title("Accuracy (recall) with and without the cue", fontsize=8, color=fg.INK)
-        ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+            ax.text(r[1] + 0.01, k - 0.2, _pct(r[1]), va="center", fontsize=7.5)
+            ax.text(r[2] + 0.01, k + 0.2, _pct(r[2]), va="center", fontsize=7.5)
+        ax.set_yticks(y, [r[0] for r in accuracy], fontsize=8)
+        ax.set_title("Accuracy (recall)\nwith and without the cue", fontsize=8.5, color=fg.INK)
+        ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
                   ncol=2)  # fmt: skip
     if changed:
         ax = axes[i]
@@ -255,18 +255,18 @@ def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) ->
                 color=fg.WARN, label="cue pasted" if pasted else None)  # fmt: skip
         for k, r in enumerate(changed):
             ax.text(r[1] + 0.01, k - (0.2 if pasted else 0), _pct(r[1]), va="center",
-                    fontsize=6.5)  # fmt: skip
+                    fontsize=7.5)  # fmt: skip
         if pasted:
             controls = [r[2] or 0.0 for r in changed]
             ax.barh(y + 0.2, controls, 0.38, color="#9aa5b1", label="another class's region")
-            ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+            ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
                       ncol=2)  # fmt: skip
-        ax.set_yticks(y, [r[0] for r in changed], fontsize=7)
+        ax.set_yticks(y, [r[0] for r in changed], fontsize=8)
         ax.set_title(
-            "Predicted as the class when its region is pasted"
+            "Predicted as the class\nwhen its region is pasted"
             if pasted
-            else "Predictions changed by swapping the background",
-            fontsize=8,
+            else "Predictions changed\nby swapping the background",
+            fontsize=8.5,
             color=fg.INK,
         )
     for ax in axes:
@@ -275,7 +275,7 @@ def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) ->
         ax.invert_yaxis()
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        ax.tick_params(labelsize=7, colors=fg.INK)
+        ax.tick_params(labelsize=8, colors=fg.INK)
     fig.tight_layout()
     return fg.figure_uri(fig)
 
