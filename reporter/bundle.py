@@ -25,16 +25,23 @@ from reporter.errors import ReporterError
 __all__ = [
     "ARTIFACTS_DIR",
     "AUDIT_FILE",
+    "REPORT_ID_EXCLUDES",
     "SCHEMA_VERSION",
     "Artifacts",
     "clean_json",
     "read_bundle",
+    "report_id",
     "to_json",
     "write_bundle",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of ``audit.json`` and ``artifacts/``; docs/bundle.rst lists the changes."""
+
+REPORT_ID_EXCLUDES = ("timings", "rendering", "artifacts", "signoff.report_id")
+"""Keys of ``audit.json`` left out of the report id: the stage timings (they differ between two
+runs of the same audit), what is written after the id is computed (``rendering``, the
+``artifacts`` manifest) and the id itself."""
 
 AUDIT_FILE = "audit.json"
 ARTIFACTS_DIR = "artifacts"
@@ -59,6 +66,26 @@ def clean_json(value: Any) -> Any:
 def to_json(audit: Mapping[str, Any]) -> str:
     """``audit.json`` text: strict JSON (no NaN), UTF-8, indented."""
     return json.dumps(clean_json(audit), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def report_id(audit: Mapping[str, Any]) -> str:
+    """The report id: SHA-256 of the canonical ``audit.json`` without the
+    :data:`REPORT_ID_EXCLUDES` keys.
+
+    Canonical means strict JSON (:func:`clean_json`) with sorted keys, no whitespace and UTF-8,
+    so the id computed before ``audit.json`` is written equals the one recomputed from the file:
+    ``report_id(read_bundle(folder)[0]) == audit["signoff"]["report_id"]`` verifies a bundle.
+    """
+    data = clean_json(audit)
+    for key in REPORT_ID_EXCLUDES:
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class Artifacts:

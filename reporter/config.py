@@ -24,6 +24,8 @@ from reporter.explain.registry import METHODS
 __all__ = [
     "FORMATS",
     "MODEL_CARD_FIELDS",
+    "SIGNOFF_FIELDS",
+    "VERDICT_FIELDS",
     "AuditConfig",
     "check_types",
     "check_value",
@@ -44,6 +46,58 @@ MODEL_CARD_FIELDS = (
     "training_data",
     "evaluation_data",
 )
+
+
+@dataclass(frozen=True)
+class TableKey:
+    """One key of a configuration table (``[verdict]``, ``[signoff]``): its type, default,
+    bounds and what it does (the docs and the error messages use ``doc``)."""
+
+    type: type
+    default: Any
+    doc: str
+    min: float | None = None
+    max: float | None = None
+
+
+VERDICT_FIELDS: dict[str, TableKey] = {
+    "shortcut_fail": TableKey(
+        bool, True, "a class flagged by a shortcut intervention fails the model (else: review)"
+    ),
+    "shortcut_accuracy_drop": TableKey(
+        float,
+        0.1,
+        "on data with a known shortcut, an accuracy drop without it above this fails the model",
+        0.0,
+        1.0,
+    ),
+    "sanity_review": TableKey(
+        bool, True, "a method shown that failed the randomization test sets review"
+    ),
+    "ece_review": TableKey(
+        float, 0.1, "an expected calibration error above this sets review", 0.0, 1.0
+    ),
+    "weak_class_recall": TableKey(
+        float,
+        0.5,
+        "a class with recall below this (and at least weak_class_min_images test images) is "
+        "weak and sets review",
+        0.0,
+        1.0,
+    ),
+    "weak_class_min_images": TableKey(
+        int, 10, "test images a class needs before its recall can make it weak", 1, None
+    ),
+}
+"""The ``[verdict]`` table: the thresholds and switches of the verdict rules (docs/trust.rst)."""
+
+SIGNOFF_FIELDS: dict[str, TableKey] = {
+    "reviewer": TableKey(str, "", "who reviewed the report"),
+    "approver": TableKey(str, "", "who approved the model"),
+    "date": TableKey(str, "", "date of the sign-off, as you write dates"),
+}
+"""The ``[signoff]`` table: names printed in the report's sign-off block (blank lines to sign
+when left out)."""
 
 
 def parse_list(value: Any) -> tuple[str, ...]:
@@ -93,6 +147,9 @@ class AuditConfig:
         cache_dir: Where the demo caches trained checkpoints (``None`` = user cache).
         quiet: No progress bars.
         model_card: Model-card fields (see ``MODEL_CARD_FIELDS``).
+        verdict: Thresholds and switches of the verdict rules (see ``VERDICT_FIELDS``); keys
+            left out take their defaults.
+        signoff: Reviewer, approver and date of the sign-off block (see ``SIGNOFF_FIELDS``).
     """
 
     model: str | None = None
@@ -127,6 +184,8 @@ class AuditConfig:
     cache_dir: str | None = None
     quiet: bool = False
     model_card: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict, metadata={"table": VERDICT_FIELDS})
+    signoff: dict[str, Any] = field(default_factory=dict, metadata={"table": SIGNOFF_FIELDS})
 
     def __post_init__(self) -> None:
         for f in fields(self):  # the typed schema: see check_value
@@ -182,9 +241,13 @@ class AuditConfig:
         """The effective configuration as TOML (``None`` values are left out)."""
         lines = ["# Effective configuration of this report: `reporter audit --config <this file>`"]
         card = {}
+        tables: dict[str, dict[str, Any]] = {}
         for key, value in self.to_dict().items():
             if key == "model_card":
                 card = value
+                continue
+            if key in ("verdict", "signoff"):
+                tables[key] = value
                 continue
             if value is None:
                 continue
@@ -194,6 +257,10 @@ class AuditConfig:
             lines.append("[model_card]")
             for key, value in card.items():
                 lines.append(f"{key} = {_toml_value(value)}")
+        for name, table in tables.items():
+            if table:
+                lines += ["", f"[{name}]"]
+                lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -318,6 +385,8 @@ def check_value(name: str, value: Any) -> Any:
         ReporterError: one line naming the key, the value and what was expected.
     """
     tp, bounds = _schema()[name]
+    if "table" in bounds:
+        return _check_table(name, value, bounds["table"])
     if get_origin(tp) is dict and isinstance(value, dict):  # name the bad entry of the table
         for key, entry in value.items():
             strings = isinstance(entry, (list, tuple)) and all(isinstance(x, str) for x in entry)
@@ -339,6 +408,43 @@ def check_value(name: str, value: Any) -> Any:
         if above is not None and not converted > above:
             raise ReporterError(f"{name} = {_show(value)} must be above {above}.")
     return converted
+
+
+def _check_table(name: str, value: Any, spec: dict[str, TableKey]) -> dict[str, Any]:
+    """Check a table with known keys (``[verdict]``, ``[signoff]``): every key known, every
+    value of its type and in its bounds. Returns the table (ints as floats where a float is
+    expected)."""
+    if not isinstance(value, dict):
+        raise ReporterError(
+            f"{name} = {_show(value)} is {_kind(value)}; expected a table ([{name}])."
+        )
+    out: dict[str, Any] = {}
+    for key, entry in value.items():
+        if key not in spec:
+            raise ReporterError(
+                f"Unknown {name} key {key!r}. Valid keys of [{name}]: {', '.join(spec)}."
+            )
+        want = spec[key]
+        ok, converted = _convert(entry, want.type)
+        if not ok:
+            raise ReporterError(
+                f"{name}.{key} = {_show(entry)} is {_kind(entry)}; expected "
+                f"{_TYPE_WORDS[want.type]}."
+            )
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ReporterError(f"{name}.{key} = {_show(entry)} is not a finite number.")
+        if want.type in (int, float) and (
+            (want.min is not None and converted < want.min)
+            or (want.max is not None and converted > want.max)
+        ):
+            span = (
+                f"at least {want.min}" if want.max is None else f"between {want.min} and {want.max}"
+            )
+            raise ReporterError(
+                f"{name}.{key} = {_show(entry)} is out of range; it must be {span}."
+            )
+        out[key] = converted
+    return out
 
 
 def check_types(data: dict[str, Any]) -> None:

@@ -75,7 +75,9 @@ def test_audit_json_contract(full_report: Path) -> None:
         assert key in audit, key
     assert 0.0 <= audit["metrics"]["accuracy"] <= 1.0
     assert audit["dataset"]["audited_images"] == 30
-    assert all(isinstance(f, str) and f for f in audit["findings"])
+    assert all(isinstance(f["statement"], str) and f["statement"] for f in audit["findings"])
+    assert audit["verdict"]["level"] in ("pass", "review", "fail")
+    assert audit["signoff"]["status"] == audit["verdict"]["level"]
     assert [m["name"] for m in audit["explanations"]["methods"]] == ["gradcam", "eigencam"]
     assert audit["explanations"]["layers"] == ["features.relu4"]
     assert isinstance(audit["skipped"], list)

@@ -335,7 +335,7 @@ def test_non_image_file_and_empty_class_are_recorded(messy_audit) -> None:
     assert "empty class folder" in skipped[str(data / "empty class")]
     audit_json = json.loads((out / "audit.json").read_text(encoding="utf-8"))
     assert "empty class" not in audit_json["dataset"]["classes"]
-    assert any("skipped" in f for f in audit_json["findings"])
+    assert any("skipped" in f["statement"] for f in audit_json["findings"])
 
 
 def test_class_folder_names_escaped_in_html_and_kept_in_json(messy_audit) -> None:
@@ -527,7 +527,7 @@ def test_model_that_outputs_nan_for_some_images(tmp_path: Path) -> None:
     assert audit_json["dataset"]["audited_images"] == 8
     assert audit_json["metrics"]["nan_predictions"] == 2
     assert audit_json["explanations"]["flagged_maps"] >= 2
-    findings = " ".join(audit_json["findings"])
+    findings = " ".join(f["statement"] for f in audit_json["findings"])
     assert "NaN" in findings and "not a number" in findings
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "not a number" in html

@@ -203,7 +203,8 @@ def test_all_nan_model_is_not_reported_well_calibrated(tmp_path: Path) -> None:
     assert "well calibrated" not in html
     audit_json = _audit_json(out)
     assert audit_json["verdict"]["level"] == "fail"
-    assert audit_json["findings"][0].startswith("The model produced no usable output")
+    assert audit_json["findings"][0]["statement"].startswith("The model produced no usable output")
+    assert audit_json["findings"][0]["severity"] == "high"
     assert "Verdict: fail" in html
 
 

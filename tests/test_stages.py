@@ -92,6 +92,11 @@ def test_uint8_conversions() -> None:
     assert uint8_maps(np.array([np.nan, 0.5, 2.0])).tolist() == [0, 128, 255]
 
 
+def _texts(audit: dict) -> list[str]:
+    """The statements of the findings, in rank order."""
+    return [f["statement"] for f in key_findings(audit)]
+
+
 def _audit(shortcut: dict, sanity: dict | None = None) -> dict:
     return {
         "metrics": {
@@ -125,18 +130,18 @@ def _effect(**kw: float) -> dict:
 def test_findings_write_the_shortcut_sentence_once_from_the_intervention() -> None:
     one = {"flagged": True, "basis": "mask", "method": "gradcam", "intervention": _effect()}
     ok = {"flagged": False, "basis": "mask", "level": "none", "intervention": _effect(drop=0.0)}
-    findings = key_findings(_audit({"a": one, "b": ok}))
+    findings = _texts(_audit({"a": one, "b": ok}))
     assert findings[0] == shortcut_sentence([("a", one)], 2)
     assert findings[0].startswith("Shortcut for class “a”: with its objects kept")
     assert "recall goes from 90% to 20%" in findings[0] and "n = 20" in findings[0]
     assert "0.50–0.85" in findings[0]
     two = {**one, "intervention": _effect(changed=0.6, n=12, drop=0.3)}
-    both = key_findings(_audit({"a": one, "b": two}))
+    both = _texts(_audit({"a": one, "b": two}))
     assert both[0].startswith("Shortcut for 2 of 2 classes (“a” and “b”)")
     assert "60%–80% of their predictions change" in both[0] and "n = 12–20 per class" in both[0]
     assert "-70 to -30 points" in both[0]
-    assert not any("hortcut" in f for f in key_findings(_audit({"a": ok})))
-    clear = key_findings(_audit({"a": ok, "b": {**ok, "intervention": _effect(changed=0.05)}}))
+    assert not any("hortcut" in f for f in _texts(_audit({"a": ok})))
+    clear = _texts(_audit({"a": ok, "b": {**ok, "intervention": _effect(changed=0.05)}}))
     assert clear[0] == (
         "No class relies on its background: with other classes' backgrounds put behind the "
         "objects, at most 80% of a class's predictions change (n = 20 per class)."
@@ -145,7 +150,7 @@ def test_findings_write_the_shortcut_sentence_once_from_the_intervention() -> No
 
 def test_saliency_alone_never_flags_only_names_candidates() -> None:
     inspect = {"flagged": False, "basis": "region", "level": "inspect", "intervention": None}
-    findings = key_findings(_audit({"a": inspect, "b": {"flagged": False, "level": "none"}}))
+    findings = _texts(_audit({"a": inspect, "b": {"flagged": False, "level": "none"}}))
     assert not any("hortcut" in f for f in findings)
 
 
@@ -161,7 +166,7 @@ def test_region_cue_sentence_names_position_and_control() -> None:
         "paste": {"n": 30},
     }
     entry = {"flagged": True, "basis": "region", "method": "gradcam", "intervention": cue}
-    text = key_findings(_audit({"a": entry, "b": {"flagged": False}}))[0]
+    text = _texts(_audit({"a": entry, "b": {"flagged": False}}))[0]
     assert "(top left, 5% of the image) into 30 images" in text
     assert "for 90% of them (10% with a region from another class)" in text
     assert "LayerCAM at layer relu3" in text and "watermark-like cue" in text
@@ -177,7 +182,7 @@ def test_findings_grade_sanity_with_interval_and_floor() -> None:
         "n_seeds": 3,
         "meaning": "mainly shows where the object is.",
     }
-    findings = key_findings(_audit({}, {"eigencam": failed, "gradcam": {"status": "passed"}}))
+    findings = _texts(_audit({}, {"eigencam": failed, "gradcam": {"status": "passed"}}))
     text = next(f for f in findings if f.startswith("EigenCAM"))
     assert text.startswith("EigenCAM on layer relu3 failed the randomization test")
     assert "0.78 (95% interval 0.70–0.85)" in text and "agree 0.72" in text
@@ -225,10 +230,12 @@ def test_findings_for_a_model_with_no_finite_output() -> None:
         nonfinite_outputs=10,
         nonfinite_inputs=2,
         classes_without_images=["c"],
+        train_accuracy=0.9,
     )
-    findings = key_findings(audit)
+    findings = _texts(audit)
     assert findings[0].startswith("The model produced no usable output: all 10")
     assert not any("calibrated" in f or "confident" in f for f in findings)
+    assert not any("weak" in f or "below training accuracy" in f for f in findings)
     assert any("2 images held NaN or infinite pixel values" in f for f in findings)
     assert any("1 class (“c”) has no readable test image" in f for f in findings)
 
@@ -238,7 +245,7 @@ def test_findings_count_some_non_finite_outputs() -> None:
     audit["metrics"].update(nonfinite_outputs=3)
     assert any(
         f.startswith("The model produced no valid output") and "3 of the 10" in f
-        for f in key_findings(audit)
+        for f in _texts(audit)
     )
 
 
@@ -267,5 +274,5 @@ def test_verdict_rules() -> None:
     known["dataset"] = {"shortcut_check": {"accuracy_shortcut_kept": 1.0,
                                            "accuracy_shortcut_absent": 0.25}}  # fmt: skip
     assert verdict(known)["reasons"] == [
-        "accuracy falls from 100% to 25% without the background shortcut"
+        "accuracy falls from 100% to 25% without the background shortcut (a drop above 10%)"
     ]

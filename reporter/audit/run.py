@@ -29,12 +29,12 @@ from tqdm import tqdm
 from reporter.audit.context import dataset_section, environment_section, model_section
 from reporter.audit.explanations import border_summary, class_averages, galleries, method_table
 from reporter.audit.features import feature_visualization
-from reporter.audit.findings import key_findings
+from reporter.audit.findings import key_findings, verdict_rules
 from reporter.audit.results import SectionResult
 from reporter.audit.stream import StreamResult, audit_indices, stream_pass
 from reporter.audit.trust import shortcut_accuracy, trust_checks
 from reporter.audit.verdict import verdict
-from reporter.bundle import SCHEMA_VERSION, Artifacts
+from reporter.bundle import REPORT_ID_EXCLUDES, SCHEMA_VERSION, Artifacts, report_id
 from reporter.config import AuditConfig
 from reporter.errors import ReporterError
 from reporter.metrics import classification_metrics
@@ -43,7 +43,7 @@ from reporter.outdir import output_lock
 from reporter.report.writer import publish_audit
 from reporter.setup import Prepared, prepare
 
-__all__ = ["AuditResult", "Timer", "assemble", "run_audit"]
+__all__ = ["AuditResult", "Timer", "assemble", "run_audit", "signoff_section", "verdict_summary"]
 
 UNHOOKABLE = (
     "Class activation maps and feature visualization need a model whose layers can be "
@@ -98,6 +98,35 @@ def _metrics(stream: StreamResult, names: list[str]) -> dict[str, Any]:
     return metrics
 
 
+def verdict_summary(audit: dict[str, Any]) -> str:
+    """``verdict fail: 2 high, 1 medium findings`` for the command line's last line."""
+    counts: dict[str, int] = {}
+    for f in audit.get("findings") or []:
+        counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+    shown = [f"{counts[s]} {s}" for s in ("high", "medium", "low") if counts.get(s)]
+    level = (audit.get("verdict") or {}).get("level", "none")
+    return f"verdict {level}: " + (", ".join(shown) + " findings" if shown else "no problem found")
+
+
+def signoff_section(audit: dict[str, Any], signoff: dict[str, Any]) -> dict[str, Any]:
+    """``audit.json``'s ``signoff``: what the report's sign-off block shows. The report id is
+    computed last, over everything else (:func:`reporter.bundle.report_id`)."""
+    model = audit.get("model") or {}
+    section = {
+        "report_id": None,
+        "report_id_excludes": list(REPORT_ID_EXCLUDES),
+        "tool_version": (audit.get("environment") or {}).get("reporter"),
+        "data_fingerprint": (audit.get("dataset") or {}).get("fingerprint"),
+        "training_data_fingerprint": model.get("training_data_fingerprint"),
+        "weights_sha256": model.get("sha256"),
+        "status": (audit.get("verdict") or {}).get("level"),
+        "reviewer": signoff.get("reviewer") or None,
+        "approver": signoff.get("approver") or None,
+        "date": signoff.get("date") or None,
+    }
+    return section
+
+
 def assemble(
     prep: Prepared,
     config: AuditConfig,
@@ -143,8 +172,13 @@ def assemble(
         "command": shlex.join(argv) if argv else None,
         "model_card": dict(config.model_card),
     }
-    audit["findings"] = key_findings(audit)
-    audit["verdict"] = verdict(audit)
+    training = audit["model"].get("training") or {}
+    audit["metrics"]["train_accuracy"] = training.get("final_train_accuracy")
+    rules = verdict_rules(config.verdict)
+    audit["findings"] = key_findings(audit, rules)
+    audit["verdict"] = verdict(audit, rules)
+    audit["signoff"] = signoff_section(audit, config.signoff)
+    audit["signoff"]["report_id"] = report_id(audit)
     return audit
 
 
@@ -239,7 +273,8 @@ def _run(config: AuditConfig, out: Path, argv: list[str]) -> AuditResult:
         )
     summary = (
         f"{prep.loaded.meta.arch} on {len(stream.predictions.labels)} images of "
-        f"{prep.bundle.name} (accuracy {audit['metrics']['accuracy']:.1%})"
+        f"{prep.bundle.name} (accuracy {audit['metrics']['accuracy']:.1%}; "
+        f"{verdict_summary(audit)})"
     )
     return AuditResult(audit, paths, time.perf_counter() - start, summary)
 

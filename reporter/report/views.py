@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from reporter.bundle import Artifacts
 from reporter.errors import ReporterError
 from reporter.explain.registry import method_title
 from reporter.report import figures as fg
 
-__all__ = ["report_figures"]
+__all__ = ["cue_chart", "decision_evidence", "report_figures"]
 
 
 def report_figures(audit: dict[str, Any], artifacts: Artifacts) -> dict[str, Any]:
@@ -29,6 +30,7 @@ def report_figures(audit: dict[str, Any], artifacts: Artifacts) -> dict[str, Any
         "reliability": fg.reliability_figure(metrics["reliability"], metrics["ece"]),
         "confidence": _confidence(artifacts),
         "colorbar": fg.colorbar_uri(cmap),
+        "decision": decision_evidence(audit, artifacts),
     }
     expl = audit.get("explanations") or {}
     if expl.get("methods"):
@@ -175,4 +177,130 @@ def _trust(section: dict[str, Any], artifacts: Artifacts, cmap: str) -> dict[str
         if rows and images is not None and maps is not None:
             evidence[cname] = [fg.tile_uri(fg.overlay(images[r], maps[r], cmap)) for r in rows]
     out["shortcut_evidence"] = evidence
+    return out
+
+
+# ------------------------------------------------------------------ the decision page
+
+
+def _cue_rows(audit: dict[str, Any]) -> tuple[list[tuple[str, float, float]], list[tuple]]:
+    """The numbers of the page-1 shortcut chart, from ``audit.json`` only.
+
+    Returns ``(accuracy, changed)``: ``accuracy`` rows ``(label, with the cue, without it)``
+    (the known-shortcut check over all classes; without one, each flagged class's recall with
+    its own and with other classes' backgrounds: on generated data the test images' own
+    backgrounds need not carry the cue, so the check alone stands for it); ``changed`` rows
+    ``(label, value, control or None, kind)`` for the flagged classes: the share of
+    predictions the background swap changed (``kind`` ``"changed"``), or the share predicted
+    as the class with its region pasted and with another class's region (``"pasted"``).
+    """
+    accuracy: list[tuple[str, float, float]] = []
+    changed: list[tuple] = []
+    check = (audit.get("dataset") or {}).get("shortcut_check")
+    if check:
+        accuracy.append(
+            (
+                "all classes (known cue)",
+                check["accuracy_shortcut_kept"],
+                check["accuracy_shortcut_absent"],
+            )
+        )
+    for name, v in ((audit.get("trust") or {}).get("shortcut") or {}).items():
+        e = v.get("intervention") if isinstance(v, dict) and v.get("flagged") else None
+        if not isinstance(e, dict):
+            continue
+        if v.get("basis") == "mask" and e.get("accuracy_with") is not None:
+            if not check:  # generated data: its test images need not carry the cue at all
+                accuracy.append((name, e["accuracy_with"], e["accuracy_without"]))
+            if e.get("changed") is not None:
+                changed.append((name, e["changed"], None, "changed"))
+        elif e.get("flip_rate") is not None:
+            changed.append((name, e["flip_rate"], e.get("control_flip_rate"), "pasted"))
+    return accuracy, changed
+
+
+def _pct(x: float) -> str:
+    """A share as the findings write it (``95.5%``, ``29%``)."""
+    return f"{x:.0%}" if abs(x - round(x, 2)) < 1e-9 or x >= 0.995 or x < 0.1 else f"{x:.1%}"
+
+
+def cue_chart(accuracy: list[tuple[str, float, float]], changed: list[tuple]) -> str | None:
+    """Horizontal bars: accuracy with and without the cue (left), and what the intervention
+    changed (right); None when there is nothing to draw."""
+    panels = [p for p in (accuracy, changed) if p]
+    if not panels:
+        return None
+    height = 0.5 + 0.32 * max(len(p) for p in panels)
+    fig = Figure(figsize=(2.6 * len(panels), height + 0.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    i = 0
+    if accuracy:
+        ax = axes[i]
+        i += 1
+        y = np.arange(len(accuracy))
+        ax.barh(y - 0.2, [r[1] for r in accuracy], 0.38, color=fg.ACCENT, label="cue present")
+        ax.barh(y + 0.2, [r[2] for r in accuracy], 0.38, color=fg.WARN, label="cue removed")
+        for k, r in enumerate(accuracy):
+            ax.text(r[1] + 0.01, k - 0.2, _pct(r[1]), va="center", fontsize=7.5)
+            ax.text(r[2] + 0.01, k + 0.2, _pct(r[2]), va="center", fontsize=7.5)
+        ax.set_yticks(y, [r[0] for r in accuracy], fontsize=8)
+        ax.set_title("Accuracy (recall)\nwith and without the cue", fontsize=8.5, color=fg.INK)
+        ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  ncol=2)  # fmt: skip
+    if changed:
+        ax = axes[i]
+        y = np.arange(len(changed))
+        pasted = any(r[3] == "pasted" for r in changed)
+        ax.barh(y - (0.2 if pasted else 0), [r[1] for r in changed], 0.38 if pasted else 0.6,
+                color=fg.WARN, label="cue pasted" if pasted else None)  # fmt: skip
+        for k, r in enumerate(changed):
+            ax.text(r[1] + 0.01, k - (0.2 if pasted else 0), _pct(r[1]), va="center",
+                    fontsize=7.5)  # fmt: skip
+        if pasted:
+            controls = [r[2] or 0.0 for r in changed]
+            ax.barh(y + 0.2, controls, 0.38, color="#9aa5b1", label="another class's region")
+            ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                      ncol=2)  # fmt: skip
+        ax.set_yticks(y, [r[0] for r in changed], fontsize=8)
+        ax.set_title(
+            "Predicted as the class\nwhen its region is pasted"
+            if pasted
+            else "Predictions changed\nby swapping the background",
+            fontsize=8.5,
+            color=fg.INK,
+        )
+    for ax in axes:
+        ax.set_xlim(0, 1.15)
+        ax.set_xticks([0, 0.5, 1], ["0%", "50%", "100%"])
+        ax.invert_yaxis()
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ax.tick_params(labelsize=8, colors=fg.INK)
+    fig.tight_layout()
+    return fg.figure_uri(fig)
+
+
+def decision_evidence(audit: dict[str, Any], artifacts: Artifacts) -> dict[str, Any]:
+    """The strongest evidence for page 1: the shortcut chart (``cue_chart``, None when no
+    shortcut was found) and the strip of images the cue made the model get wrong
+    (``examples``: ``{"image", "class", "label", "pred_before", "pred_after", "kind"}``, from
+    ``trust.shortcut_examples`` and the ``trust/shortcut_examples`` array; empty when absent or
+    when no shortcut was found)."""
+    accuracy, changed = _cue_rows(audit)
+    found = bool(changed) or any(
+        f.get("id") in ("shortcut-known-background", "shortcut-intervention")
+        for f in audit.get("findings") or []
+        if isinstance(f, dict)
+    )
+    out: dict[str, Any] = {"cue_chart": cue_chart(accuracy, changed) if found else None}
+    # the strip is evidence for a shortcut that was found: a clean model's page stays calm
+    records = ((audit.get("trust") or {}).get("shortcut_examples") or []) if found else []
+    images = artifacts.get("trust", "shortcut_examples") if records else None
+    examples = []
+    if images is not None and images.ndim == 4 and len(images) >= len(records):
+        for k, rec in enumerate(records):
+            examples.append(
+                {**rec, "image": fg.tile_uri(fg.to_uint8_image(images[k]), min_side=72)}
+            )
+    out["examples"] = examples
     return out
