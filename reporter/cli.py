@@ -460,6 +460,12 @@ def layers(
 @click.option(
     "--cache-dir", type=click.Path(), default=None, help="Where trained models are cached."
 )
+@click.option(
+    "--previous",
+    type=click.Path(),
+    default=None,
+    help="An earlier bundle: say what changed since it (report, model card changelog).",
+)
 def audit(config_path: str | None, **options: Any) -> None:
     """Audit a model and write report.html, report.pdf and audit.json.
 

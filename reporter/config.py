@@ -92,6 +92,7 @@ class AuditConfig:
         max_images: Audit at most this many test images (``None`` = all).
         cache_dir: Where the demo caches trained checkpoints (``None`` = user cache).
         quiet: No progress bars.
+        previous: An earlier audit bundle: the report and model card say what changed since.
         model_card: Model-card fields (see ``MODEL_CARD_FIELDS``).
     """
 
@@ -126,6 +127,7 @@ class AuditConfig:
     max_images: int | None = field(default=None, metadata={"min": 1})
     cache_dir: str | None = None
     quiet: bool = False
+    previous: str | None = None
     model_card: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

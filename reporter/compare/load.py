@@ -2,7 +2,7 @@
 
 A comparison reads bundles of *other* reporter versions too (last month's audit against
 tonight's), so, unlike :func:`reporter.bundle.read_bundle`, any schema version from 2 (the
-first with per-image records) up to the current one is accepted. Findings may be sentences
+first with per-image records) up to :data:`MAX_SCHEMA` is accepted. Findings may be sentences
 (version 2) or records (version 3); :func:`finding_text` reads both.
 """
 
@@ -20,6 +20,7 @@ from reporter.bundle import ARTIFACTS_DIR, AUDIT_FILE, SCHEMA_VERSION
 from reporter.errors import ReporterError
 
 __all__ = [
+    "MAX_SCHEMA",
     "MIN_SCHEMA",
     "RECORD_ARRAYS",
     "Bundle",
@@ -31,6 +32,10 @@ __all__ = [
 
 MIN_SCHEMA = 2
 """The oldest ``audit.json`` version a comparison reads (the first with ``records.npz``)."""
+
+MAX_SCHEMA = max(SCHEMA_VERSION, 3)
+"""The newest version a comparison reads: version 3 changed ``findings`` to records and added
+``signoff``, both of which a comparison reads."""
 
 RECORD_ARRAYS = ("index", "label", "pred", "confidence", "finite", "hash")
 """The arrays of ``records.npz`` a comparison needs (``maps`` is optional)."""
@@ -120,7 +125,7 @@ def load_bundle(folder: str | Path) -> Bundle:
 
     Raises:
         ReporterError: ``folder`` holds no ``audit.json``, the file is not an audit, its
-            schema version is outside ``MIN_SCHEMA .. SCHEMA_VERSION``, or its records are
+            schema version is outside ``MIN_SCHEMA .. MAX_SCHEMA``, or its records are
             missing or damaged. The message is one line and says what to do.
     """
     folder = Path(folder)
@@ -138,10 +143,10 @@ def load_bundle(folder: str | Path) -> Bundle:
     if not isinstance(audit, dict):
         raise ReporterError(f"{path} does not hold an audit (its top level is not an object).")
     version = audit.get("schema_version")
-    if not isinstance(version, int) or not MIN_SCHEMA <= version <= SCHEMA_VERSION:
+    if not isinstance(version, int) or not MIN_SCHEMA <= version <= MAX_SCHEMA:
         raise ReporterError(
             f"{path} has schema_version {version!r}; comparisons read versions {MIN_SCHEMA} to "
-            f"{SCHEMA_VERSION}. "
+            f"{MAX_SCHEMA}. "
             + (
                 "Run that audit again with this reporter."
                 if not isinstance(version, int) or version < MIN_SCHEMA

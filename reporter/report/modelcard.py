@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reporter.report.changelog import changelog_markdown
+
 __all__ = ["model_card_markdown"]
 
 
@@ -114,6 +116,7 @@ def model_card_markdown(audit: dict[str, Any]) -> str:
         )
     lines += ["", "## Audit findings", ""]
     lines += [f"- {_md(f)}" for f in audit.get("findings", [])]
+    lines += ["", *changelog_markdown(audit)]
     lines += [
         "",
         "The full audit (saliency maps, feature visualization, trust checks) is in "
