@@ -612,7 +612,7 @@ def compare(
 def history(bundles: tuple[str, ...], out: str, formats: str, template_dir: str | None) -> None:
     """Trend of many audits: accuracy, ECE, verdict and drift in date order.
 
-    BUNDLES are bundle folders, glob patterns ('reports/*') or a folder of bundles. Writes
+    BUNDLES are bundle folders, quoted glob patterns or a folder of bundles. Writes
     history.json, history.html and history.pdf to --out.
     """
     from reporter.compare.history import bundle_folders

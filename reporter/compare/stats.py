@@ -38,8 +38,8 @@ def mcnemar(b: int, c: int) -> dict[str, float | int | str]:
 
     Returns:
         ``{"b", "c", "test", "statistic", "p"}``: ``test`` is ``"exact"`` (two-sided binomial,
-        p = min(1, 2 P(X <= min(b, c))) with X ~ Bin(b + c, 1/2)) or ``"chi2"`` ((|b - c| - 1)^2
-        / (b + c), one degree of freedom); ``p`` is 1.0 when no image changed.
+        p = min(1, 2 P(X <= min(b, c))) with X ~ Bin(b + c, 1/2)) or ``"chi2"`` (``(|b - c| - 1)^2
+        / (b + c)``, one degree of freedom); ``p`` is 1.0 when no image changed.
     """
     b, c = int(b), int(c)
     n = b + c
