@@ -103,6 +103,20 @@ def test_different_test_sets_are_matched_by_content(tmp_path: Path) -> None:
     assert c["gates"][0]["failed"] and c["gates"][0]["value"] == 0.5
 
 
+def test_audits_sharing_no_image(tmp_path: Path) -> None:
+    a = make_bundle(tmp_path / "a", labels=[0, 1], preds=[0, 1], hashes=[1, 2])
+    b = make_bundle(tmp_path / "b", labels=[0, 1], preds=[0, 0], hashes=[3, 4])
+    c, arrays = compare(load_bundle(a), load_bundle(b), gates=parse_gates("accuracy<0, drift>0"))
+    assert c["matching"]["compared"] == 0 and arrays == {}
+    assert c["metrics"]["accuracy"]["delta"] is None
+    assert c["drift"]["unavailable"] == "no shared image kept its prediction"
+    assert c["findings"][0]["id"] == "test-sets-differ" and c["level"] == "regressed"
+    assert [g["message"] for g in c["gates"]] == [
+        "gate accuracy<0 failed: it cannot be measured (accuracy is undefined in one audit).",
+        "gate drift>0 failed: it cannot be measured (no shared image kept its prediction).",
+    ]
+
+
 def test_different_classes_are_said_and_compared_by_name(tmp_path: Path) -> None:
     a = make_bundle(tmp_path / "a", labels=[0, 1, 0, 1], preds=[0, 1, 0, 1],
                     classes=("cat", "dog"))  # fmt: skip
@@ -290,3 +304,24 @@ def test_history_in_date_order(tmp_path: Path) -> None:
     assert "2 audits" in (tmp_path / "h" / "history.html").read_text()
     none = CliRunner().invoke(cli, ["history", str(tmp_path / "nothing*")])
     assert none.exit_code == 2 and "no such folder" in none.output
+
+
+def test_user_templates_render_sandboxed(tmp_path: Path) -> None:
+    a = make_bundle(tmp_path / "a", labels=[0, 1], preds=[0, 1])
+    theme = tmp_path / "theme"
+    theme.mkdir()
+    (theme / "compare.html").write_text("{{ c.level }} {{ c.__class__ }}")
+    result = CliRunner().invoke(cli, ["compare", str(a), str(a), "--out", str(tmp_path / "o"),
+                                      "--template-dir", str(theme)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "tried something templates may not do" in result.output
+    assert not (tmp_path / "o").exists()
+    (theme / "compare.html").write_text("{{ c.level }}: {{ 1 / 0 }}")
+    result = CliRunner().invoke(cli, ["compare", str(a), str(a), "--out", str(tmp_path / "o"),
+                                      "--template-dir", str(theme)])  # fmt: skip
+    assert result.exit_code == 2 and "ZeroDivisionError" in result.output
+    (theme / "compare.html").write_text("<p>{{ c.level }}</p>")
+    args = ["compare", str(a), str(a), "--out", str(tmp_path / "o"), "--format", "html"]
+    result = CliRunner().invoke(cli, [*args, "--template-dir", str(theme)])
+    assert result.exit_code == 0
+    assert (tmp_path / "o" / "report.html").read_text() == "<p>unchanged</p>"

@@ -348,6 +348,9 @@ def _drift(
         )
         return out, arrays
     rows = np.flatnonzero(same_pred)
+    if len(rows) == 0:
+        out["unavailable"] = "no shared image kept its prediction"
+        return out, arrays
     worst: tuple[float, str, np.ndarray] | None = None
     for m in methods:
         a = maps_o[io[rows], old.methods.index(m)]

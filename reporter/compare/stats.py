@@ -125,10 +125,10 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Two constant maps (nothing to rank, nothing moved) give 1.0; a constant map against a
     varying one gives NaN (undefined).
     """
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
     if len(a) == 0:
         return np.zeros(0)
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
     ra, rb = _average_ranks(a), _average_ranks(b)
     ra -= ra.mean(1, keepdims=True)
     rb -= rb.mean(1, keepdims=True)

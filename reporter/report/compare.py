@@ -59,6 +59,14 @@ def render_page(template: str, template_dir: str | Path | None, **context: Any) 
         raise ReporterError(
             f"A template in {template_dir} tried something templates may not do ({exc})."
         ) from None
+    except ReporterError:
+        raise
+    except Exception as exc:  # a user template's runtime error (1/0, a bad filter)
+        if template_dir is None:
+            raise
+        raise ReporterError(
+            f"A template in {template_dir} failed: {type(exc).__name__}: {exc}."
+        ) from None
 
 
 def _map_tile(arr: np.ndarray, cmap: str) -> str:
@@ -154,7 +162,10 @@ def history_figures(h: dict[str, Any]) -> dict[str, Any]:
         ax.scatter([i], [-0.08], marker="s", s=40, color=colours.get(r["verdict"], "#9aa5b1"),
                    clip_on=False)  # fmt: skip
     ax.set_ylim(-0.12, 1.02)
-    ax.set_xticks(x, [r["date"] for r in rows], rotation=30 if len(rows) > 5 else 0,
+    dates = [r["date"] for r in rows]
+    if len(set(dates)) < len(dates):  # several audits a day: show the time too
+        dates = [r["generated"][5:16].replace("T", " ") for r in rows]
+    ax.set_xticks(x, dates, rotation=30 if len(rows) > 5 else 0,
                   ha="right" if len(rows) > 5 else "center")  # fmt: skip
     ax.legend(fontsize=6.5, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_ylabel("fraction", fontsize=8)
