@@ -248,6 +248,9 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     assert parse.output.startswith("Error: --fail-on: unknown metric 'acuracy'")
     assert len(parse.output.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+    into = run.invoke(cli, ["compare", str(a), str(b), "--out", str(a)])
+    assert into.exit_code == 2 and "holds an audit bundle" in into.output
+    assert (a / "artifacts" / "records.npz").is_file()
     missing = run.invoke(cli, ["compare", str(a), str(tmp_path / "nope"), "--out", str(out)])
     assert missing.exit_code == 2 and "is not an audit bundle" in missing.output
 

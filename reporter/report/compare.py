@@ -121,8 +121,18 @@ def write_comparison(
     formats: Iterable[str] = ("html", "pdf"),
     template_dir: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Write ``compare.json``, ``artifacts/moved.npz`` and the reports into ``out`` atomically."""
+    """Write ``compare.json``, ``artifacts/moved.npz`` and the reports into ``out`` atomically.
+
+    Raises:
+        ReporterError: ``out`` holds an audit bundle (its reports and ``artifacts/`` would be
+            replaced).
+    """
     out = Path(out)
+    if (out / "audit.json").exists():
+        raise ReporterError(
+            f"--out {out} holds an audit bundle; writing the comparison there would replace its "
+            "report and artifacts. Choose another folder (e.g. a sub-folder, compare/)."
+        )
     formats = set(formats)
     with staged_output(out, owned=COMPARE_FILES) as stage:
         paths = {"json": stage / "compare.json"}
