@@ -78,6 +78,20 @@ def test_significant_drop_regresses(tmp_path: Path) -> None:
     assert recall["class"] == "cat" and recall["delta"] == pytest.approx(-20 / 32)
     lo, hi = recall["interval"]
     assert lo <= recall["delta"] <= hi < 0
+    # 2 cats were taken for dogs before (the "neither" images): the confusion grew, it is not new
+    assert c["confusion"]["shifts"] == [
+        {"true": "cat", "pred": "dog", "old": 2, "new": 22, "delta": 20, "kind": "grew"}
+    ]
+    assert not any(f["id"] == "confusions-new" for f in c["findings"])
+    labels, old, new = _table(b=20, c=0, neither=0)
+    b = make_bundle(tmp_path / "b2", labels=labels, preds=new)
+    c, _ = compare(load_bundle(make_bundle(tmp_path / "a2", labels=labels, preds=old)),
+                   load_bundle(b))  # fmt: skip
+    confusion = next(f for f in c["findings"] if f["id"] == "confusions-new")
+    assert confusion["statement"] == (
+        "1 confusion the old model never made now appears: \u201ccat\u201d taken for "
+        "\u201cdog\u201d 20 times."
+    )
 
 
 def test_different_test_sets_are_matched_by_content(tmp_path: Path) -> None:
@@ -167,6 +181,36 @@ def test_drift_on_unchanged_predictions(tmp_path: Path) -> None:
     assert [m["index_new"] for m in d["most_moved"]] == [0, 1, 2]
     assert np.array_equal(arrays["new_maps"][0], new_maps[0, 0].astype(np.float16))
     assert c["gates"][0]["failed"]
+    # one image changed its prediction (McNemar p = 1): the maps moved, accuracy did not
+    finding = next(f for f in c["findings"] if f["evidence"]["anchor"] == "drift")
+    assert finding["id"] == "right-for-new-reasons" and finding["severity"] == "medium"
+    assert finding["statement"] == (
+        "On the 3 images whose prediction did not change, the gradcam maps of the two models "
+        "have a median rank correlation of -1.00 (drift 2.00), while accuracy did not change "
+        "significantly: the model is right for new reasons."
+    )
+
+
+def test_drift_of_one_class_is_said(tmp_path: Path) -> None:
+    grid = np.arange(256, dtype=np.float32).reshape(16, 16) / 255
+    old_maps = np.broadcast_to(grid, (6, 1, 16, 16)).copy()
+    new_maps = old_maps.copy()
+    new_maps[[4, 5]] = grid[::-1, ::-1]  # both dog maps reversed, no cat map
+    labels = [0, 0, 0, 0, 1, 1]
+    a = make_bundle(tmp_path / "a", labels=labels, preds=labels, maps=old_maps)
+    b = make_bundle(tmp_path / "b", labels=labels, preds=labels, maps=new_maps)
+    c, _ = compare(load_bundle(a), load_bundle(b))
+    per = c["drift"]["methods"]["gradcam"]["per_class"]
+    assert per["cat"]["median"] == pytest.approx(1.0) and per["dog"]["median"] == pytest.approx(
+        -1.0
+    )
+    assert c["drift"]["value"] == pytest.approx(0.0)  # the median image did not move
+    finding = next(f for f in c["findings"] if f["evidence"]["anchor"] == "drift")
+    assert finding["id"] == "drift-class" and finding["numbers"]["classes"] == ["dog"]
+    assert (
+        "but for 1 class the maps moved (median rank correlation \u201cdog\u201d -1.00)"
+        in (finding["statement"])
+    )
 
 
 def test_record_findings_and_signoff_report_id(tmp_path: Path) -> None:
