@@ -25,6 +25,7 @@ def changelog_markdown(audit: dict[str, Any]) -> list[str]:
         return []
     prev = changes["previous"]
     lines = [
+        "",
         "## Changes since the last audit",
         "",
         f"Compared with the audit of {prev['generated']} (report `{str(prev['report_id'])[:12]}`)"
@@ -42,5 +43,4 @@ def changelog_markdown(audit: dict[str, Any]) -> list[str]:
         text = _md(e.get("changes") or "first audit in this log").replace("|", "\\|")
         lines.append(f"| {e.get('generated')} | {rid} | {acc} | {ece} | "
                      f"{e.get('verdict') or 'n/a'} | {text} |")  # fmt: skip
-    lines.append("")
     return lines

@@ -116,7 +116,7 @@ def model_card_markdown(audit: dict[str, Any]) -> str:
         )
     lines += ["", "## Audit findings", ""]
     lines += [f"- {_md(f)}" for f in audit.get("findings", [])]
-    lines += ["", *changelog_markdown(audit)]
+    lines += changelog_markdown(audit)
     lines += [
         "",
         "The full audit (saliency maps, feature visualization, trust checks) is in "
