@@ -99,7 +99,7 @@ def _matching(c: dict[str, Any]) -> list[dict[str, Any]]:
         ))  # fmt: skip
     if not m["same_test_set"]:
         out.append(_finding(
-            "test-sets-differ", "info" if m["compared"] else "high",
+            "test-sets-differ", "info" if m["compared"] else "medium",
             f"The test sets differ: {m['matched']} images are in both (matched by content); "
             f"{m['unmatched_old']} of the old audit's {m['old_images']} and "
             f"{m['unmatched_new']} of the new audit's {m['new_images']} are in one only"
