@@ -460,6 +460,12 @@ def layers(
 @click.option(
     "--cache-dir", type=click.Path(), default=None, help="Where trained models are cached."
 )
+@click.option(
+    "--previous",
+    type=click.Path(),
+    default=None,
+    help="An earlier bundle: say what changed since it (report, model card changelog).",
+)
 def audit(config_path: str | None, **options: Any) -> None:
     """Audit a model and write report.html, report.pdf and audit.json.
 
@@ -519,6 +525,105 @@ def render(bundle: str, formats: str, template_dir: str | None, out: str | None)
     paths = render_bundle(bundle, out=out, formats=wanted, template_dir=template_dir)
     written = ", ".join(str(p) for p in paths.values())
     click.echo(f"Rendered {written} in {time.perf_counter() - start:.1f} s.")
+
+
+# --- comparisons: `reporter compare` and `reporter history` (docs/compare.rst) ---
+
+
+def _report_formats(formats: str) -> list[str]:
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    bad = [f for f in wanted if f not in ("html", "pdf", "json")]
+    if bad:
+        raise click.BadParameter(f"{bad[0]}: choose from html, pdf, json.", param_hint="--format")
+    return wanted
+
+
+@cli.command()
+@click.argument("old", type=click.Path(file_okay=False))
+@click.argument("new", type=click.Path(file_okay=False))
+@click.option("--out", default="compare", show_default=True, help="Output folder.")
+@click.option(
+    "--fail-on",
+    default=None,
+    help='Gates, e.g. "accuracy<-0.01, ece>+0.02, sanity:fail, shortcut:new, drift>0.3": '
+    "exit 1 when one holds.",
+)
+@click.option(
+    "--format", "formats", default="html,pdf,json", show_default=True, help="html, pdf, json."
+)
+@click.option("--template-dir", type=click.Path(), default=None, help="Override templates.")
+@click.option("--seed", type=Seed(), default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the intervals (0: none).",
+)
+@click.pass_context
+def compare(
+    ctx: click.Context,
+    old: str,
+    new: str,
+    out: str,
+    fail_on: str | None,
+    formats: str,
+    template_dir: str | None,
+    seed: int,
+    bootstrap: int,
+) -> None:
+    """Compare two audit bundles: what changed from OLD to NEW.
+
+    Writes compare.json, report.html and report.pdf to --out. Needs only the two bundles (no
+    model, no data). Exit status: 0 when every --fail-on gate passes, 1 when one fails, 2 for
+    bad input.
+    """
+    from reporter.compare import compare as compare_audits
+    from reporter.compare import load_bundle, parse_gates
+    from reporter.report.compare import write_comparison
+
+    wanted = _report_formats(formats)
+    gates = parse_gates(fail_on) if fail_on else []
+    start = time.perf_counter()
+    result, arrays = compare_audits(
+        load_bundle(old), load_bundle(new), gates=gates, seed=seed, reps=bootstrap
+    )
+    paths = write_comparison(result, arrays, out, formats=wanted, template_dir=template_dir)
+    for gate in result["gates"]:
+        click.echo(gate["message"])
+    failed = [g for g in result["gates"] if g["failed"]]
+    written = ", ".join(str(p) for p in paths.values())
+    click.echo(
+        f"Compared {result['matching']['compared']} shared images: {result['level']}. "
+        f"Wrote {written} in {time.perf_counter() - start:.1f} s."
+    )
+    if failed:
+        click.echo(f"{len(failed)} of {len(gates)} gates failed.", err=True)
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("bundles", nargs=-1, required=True)
+@click.option("--out", default="history", show_default=True, help="Output folder.")
+@click.option(
+    "--format", "formats", default="html,pdf,json", show_default=True, help="html, pdf, json."
+)
+@click.option("--template-dir", type=click.Path(), default=None, help="Override templates.")
+def history(bundles: tuple[str, ...], out: str, formats: str, template_dir: str | None) -> None:
+    """Trend of many audits: accuracy, ECE, verdict and drift in date order.
+
+    BUNDLES are bundle folders, quoted glob patterns or a folder of bundles. Writes
+    history.json, history.html and history.pdf to --out.
+    """
+    from reporter.compare.history import bundle_folders
+    from reporter.compare.history import history as trend
+    from reporter.report.compare import write_history
+
+    wanted = _report_formats(formats)
+    h = trend(bundle_folders(list(bundles)))
+    paths = write_history(h, out, formats=wanted, template_dir=template_dir)
+    written = ", ".join(str(p) for p in paths.values())
+    click.echo(f"Traced {len(h['rows'])} audits ({h['first']} to {h['last']}). Wrote {written}.")
 
 
 def _register_commands() -> None:

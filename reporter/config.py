@@ -146,6 +146,7 @@ class AuditConfig:
         max_images: Audit at most this many test images (``None`` = all).
         cache_dir: Where the demo caches trained checkpoints (``None`` = user cache).
         quiet: No progress bars.
+        previous: An earlier audit bundle: the report and model card say what changed since.
         model_card: Model-card fields (see ``MODEL_CARD_FIELDS``).
         verdict: Thresholds and switches of the verdict rules (see ``VERDICT_FIELDS``); keys
             left out take their defaults.
@@ -183,6 +184,7 @@ class AuditConfig:
     max_images: int | None = field(default=None, metadata={"min": 1})
     cache_dir: str | None = None
     quiet: bool = False
+    previous: str | None = None
     model_card: dict[str, Any] = field(default_factory=dict)
     verdict: dict[str, Any] = field(default_factory=dict, metadata={"table": VERDICT_FIELDS})
     signoff: dict[str, Any] = field(default_factory=dict, metadata={"table": SIGNOFF_FIELDS})

@@ -35,6 +35,8 @@ from reporter.audit.stream import StreamResult, audit_indices, stream_pass
 from reporter.audit.trust import shortcut_accuracy, trust_checks
 from reporter.audit.verdict import verdict
 from reporter.bundle import REPORT_ID_EXCLUDES, SCHEMA_VERSION, Artifacts, report_id
+from reporter.compare import Bundle, bundle_from_audit, load_bundle
+from reporter.compare.changes import changes_section
 from reporter.config import AuditConfig
 from reporter.errors import ReporterError
 from reporter.metrics import classification_metrics
@@ -197,12 +199,17 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
     """
     out = Path(config.out)
     _check_output_folder(out)
+    # read before any work (a bad --previous is a one-line error) and before --out is
+    # replaced: --previous may be --out itself (a report refreshed in place)
+    previous = load_bundle(config.previous) if config.previous else None
     # held for the whole run: a second audit into the same --out stops before doing any work
     with output_lock(out):
-        return _run(config, out, argv or [])
+        return _run(config, out, argv or [], previous)
 
 
-def _run(config: AuditConfig, out: Path, argv: list[str]) -> AuditResult:
+def _run(
+    config: AuditConfig, out: Path, argv: list[str], previous: Bundle | None = None
+) -> AuditResult:
     progress = not config.quiet
     timer = Timer(announce=progress)
     start = time.perf_counter()
@@ -262,6 +269,11 @@ def _run(config: AuditConfig, out: Path, argv: list[str]) -> AuditResult:
         shortcut_check=check,
         argv=argv,
     )
+    if previous is not None:
+        with timer("compare", f"comparing with the previous audit in {previous.path}"):
+            current = bundle_from_audit(audit, artifacts.group("records"))
+            audit["changes"] = changes_section(previous, current, seed=config.seed)
+            audit["signoff"]["report_id"] = report_id(audit)  # the id covers the changes too
     with timer("render", f"writing {', '.join(config.formats)} to {out}"):
         paths = publish_audit(
             audit,

@@ -16,6 +16,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from reporter.report.changelog import changelog_markdown
+
 __all__ = ["card_data", "model_card_markdown"]
 
 
@@ -221,6 +223,7 @@ def model_card_markdown(audit: dict[str, Any]) -> str:
     lines += [
         f"- **{_md(f['severity'])}:** {_md(f['statement'])}" for f in audit.get("findings") or []
     ]
+    lines += changelog_markdown(audit)
     lines += [
         "",
         "The full audit (saliency maps, feature visualization, trust checks) is in "
