@@ -240,3 +240,59 @@ def test_unknown_variant_is_one_line_error(bundle: Path, tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "Unknown PDF variant 'pdf/z'" in result.output
     assert not (tmp_path / "r").exists()
+
+
+MEASURES = (
+    "precision",
+    "recall",
+    "F1",
+    "rank correlation",
+    "SSIM",
+    "deletion area",
+    "insertion area",
+    "average drop",
+    "increase in confidence",
+    "pointing game",
+    "energy inside",
+    "location agreement",
+)
+
+
+def test_table_headers_link_to_the_glossary_and_every_link_resolves(bundle: Path) -> None:
+    html = (bundle / "report.html").read_text(encoding="utf-8")
+    ids = set(re.findall(r'\bid="([^"]+)"', html))
+    targets = re.findall(r'href="#([^"]*)"', html)
+    assert targets
+    missing = sorted({t for t in targets if t not in ids})
+    assert not missing, f"links to missing anchors: {missing}"
+    headers = re.findall(r"<th\b[^>]*>(.*?)</th>", html, flags=re.S)
+    linked = 0
+    for inner in headers:
+        text = re.sub(r"<[^>]+>", "", inner)
+        if any(re.search(rf"\b{re.escape(m)}\b", text) for m in MEASURES):
+            assert 'class="term"' in inner, f"table header without a glossary link: {text!r}"
+            linked += 1
+    assert linked >= 8  # performance and trust tables
+
+
+def test_glossary_entries_state_scale_and_direction() -> None:
+    from reporter.report.glossary import GLOSSARY
+
+    for key in ("ece", "macro_f1", "top5", "spearman", "ssim", "pointing_game"):
+        assert key in GLOSSARY
+    for key in ("energy_inside", "deletion", "insertion", "average_drop", "sanity", "recall"):
+        assert key in GLOSSARY
+    assert GLOSSARY["ece"].better == "lower" and GLOSSARY["insertion"].better == "higher"
+    for key, term in GLOSSARY.items():
+        assert re.fullmatch(r"[a-z0-9_]+", key)
+        assert term.name and term.meaning.endswith(".") and term.scale and term.better
+
+
+def test_class_ids_are_unique_and_safe() -> None:
+    from reporter.report.render import slug
+
+    names = ["cat", "Cat", "dog face", "dog-face", "<b>", "猫", ""]
+    ids = [slug(n) for n in names]
+    assert len(set(ids)) == len(names)
+    assert all(re.fullmatch(r"[a-z0-9-]+", i) for i in ids)
+    assert slug("cat") == "cat" and slug("dog face") == slug("dog face")
