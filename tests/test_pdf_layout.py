@@ -296,3 +296,28 @@ def test_class_ids_are_unique_and_safe() -> None:
     assert len(set(ids)) == len(names)
     assert all(re.fullmatch(r"[a-z0-9-]+", i) for i in ids)
     assert slug("cat") == "cat" and slug("dog face") == slug("dog face")
+
+
+@needs_poppler
+def test_no_heading_at_a_page_foot_and_no_mostly_empty_page(bundle: Path, tmp_path: Path) -> None:
+    """The last line of text on a page is never a section heading (it would be stranded
+    there), and every page but the cover and the last is filled at least 40 % of its height
+    (chapters flow on; no forced break leaves a page mostly empty)."""
+    html = (bundle / "report.html").read_text(encoding="utf-8")
+    headings = {
+        _squash(re.sub(r"<[^>]+>", "", h))
+        for h in re.findall(r"<h[234]\b[^>]*>(.*?)</h[234]>", html, flags=re.S)
+    }
+    pdf = bundle / "report.pdf"
+    n = len(pypdf.PdfReader(str(pdf)).pages)
+    for number in range(1, n + 1):
+        lines = [ln for ln in _pdftotext(pdf, number, body_only=True).splitlines() if ln.strip()]
+        assert lines and _squash(lines[-1]) not in headings, f"page {number} ends with a heading"
+    subprocess.run(["pdftoppm", "-png", "-r", "30", str(pdf), str(tmp_path / "p")], check=True)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    for png in pages[1:-1]:
+        arr = np.asarray(Image.open(png).convert("L"))
+        top, bottom = round(arr.shape[0] * 20 / 297), round(arr.shape[0] * (297 - 18) / 297)
+        inked = np.flatnonzero((arr[top:bottom] < 235).any(axis=1))
+        filled = (inked.max() + 1) / (bottom - top) if len(inked) else 0.0
+        assert filled >= 0.4, f"{png.name} is only {filled:.0%} filled"
