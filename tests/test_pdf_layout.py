@@ -321,3 +321,26 @@ def test_no_heading_at_a_page_foot_and_no_mostly_empty_page(bundle: Path, tmp_pa
         inked = np.flatnonzero((arr[top:bottom] < 235).any(axis=1))
         filled = (inked.max() + 1) / (bottom - top) if len(inked) else 0.0
         assert filled >= 0.4, f"{png.name} is only {filled:.0%} filled"
+
+
+def test_failed_feature_visualizations_are_marked_not_drawn(bundle: Path) -> None:
+    """A channel whose optimisation did not raise its activation is reported as failed and
+    its synthesised image is not drawn; the others are drawn."""
+    audit, artifacts = read_bundle(bundle)
+    audit = copy.deepcopy(audit)
+    layer = next(iter(audit["featvis"]["layers"].values()))
+    channels = [layer["channels"][str(ch)] for ch in layer["rendered"]]
+    assert len(channels) >= 2
+    channels[0]["objective_end"] = channels[0]["objective_start"]  # flat: failed
+    channels[1]["objective_start"], channels[1]["objective_end"] = 0.5, 1.5  # raised: drawn
+    figures = report_figures(audit, artifacts)
+    html = render_html(audit, figures)
+    failed = sum(
+        c["objective_end"] <= c["objective_start"]
+        for info in audit["featvis"]["layers"].values()
+        for c in (info["channels"][str(ch)] for ch in info["rendered"])
+    )
+    assert html.count("visualization failed") == failed >= 1
+    first = next(iter(figures["featvis"]["layers"].values()))["channels"]
+    assert first[str(layer["rendered"][0])]["render"] not in html.split("Visualised channels")[1]
+    assert first[str(layer["rendered"][1])]["render"] in html
