@@ -344,3 +344,21 @@ def test_failed_feature_visualizations_are_marked_not_drawn(bundle: Path) -> Non
     first = next(iter(figures["featvis"]["layers"].values()))["channels"]
     assert first[str(layer["rendered"][0])]["render"] not in html.split("Visualised channels")[1]
     assert first[str(layer["rendered"][1])]["render"] in html
+
+
+def test_render_writes_the_variant_the_audit_asked_for(bundle: Path, tmp_path: Path) -> None:
+    """``pdf_variant`` in the audit's configuration is kept by ``reporter render``."""
+    import json
+
+    copy_dir = tmp_path / "b"
+    shutil.copytree(bundle, copy_dir)
+    audit_file = copy_dir / "audit.json"
+    audit = json.loads(audit_file.read_text(encoding="utf-8"))
+    assert audit["config"]["pdf_variant"] is None
+    audit["config"]["pdf_variant"] = "pdf/ua-1"
+    audit_file.write_text(json.dumps(audit), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["render", str(copy_dir), "--format", "pdf"])
+    assert result.exit_code == 0, result.output
+    root = pypdf.PdfReader(str(copy_dir / "report.pdf")).trailer["/Root"]
+    xmp = root["/Metadata"].get_object().get_data().decode("utf-8")
+    assert re.search(r"pdfuaid:part[^0-9]{0,3}1", xmp)
