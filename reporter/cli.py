@@ -440,6 +440,7 @@ def layers(
 @click.option("--config", "config_path", type=click.Path(), default=None, help="TOML config.")
 @click.option("--template-dir", type=click.Path(), default=None, help="Override templates.")
 @click.option("--colormap", default=None, help="Heatmap colormap (default viridis).")
+@click.option("--pdf-variant", default=None, help="PDF variant, e.g. pdf/a-3b or pdf/ua-1.")
 @click.option("--device", default=None, help="auto, cpu, cuda.")
 @click.option("--seed", type=int, default=None)
 @click.option("--epochs", type=int, default=None, help="Training epochs if it trains.")
@@ -506,7 +507,10 @@ def _audit_command(config_path: str | None, overrides: dict[str, Any]) -> list[s
 )
 @click.option("--template-dir", type=click.Path(), default=None, help="Override templates.")
 @click.option("--out", default=None, help="Write into this folder instead of BUNDLE.")
-def render(bundle: str, formats: str, template_dir: str | None, out: str | None) -> None:
+@click.option("--pdf-variant", default=None, help="PDF variant (default: the audit's pdf_variant).")
+def render(
+    bundle: str, formats: str, template_dir: str | None, out: str | None, pdf_variant: str | None
+) -> None:
     """Render report.html, report.pdf and MODEL_CARD.md again from a bundle.
 
     BUNDLE is the --out folder of a `reporter audit` run (audit.json and artifacts/). No model
@@ -522,7 +526,9 @@ def render(bundle: str, formats: str, template_dir: str | None, out: str | None)
             param_hint="--format",
         )
     start = time.perf_counter()
-    paths = render_bundle(bundle, out=out, formats=wanted, template_dir=template_dir)
+    paths = render_bundle(
+        bundle, out=out, formats=wanted, template_dir=template_dir, pdf_variant=pdf_variant
+    )
     written = ", ".join(str(p) for p in paths.values())
     click.echo(f"Rendered {written} in {time.perf_counter() - start:.1f} s.")
 

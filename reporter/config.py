@@ -134,6 +134,8 @@ class AuditConfig:
         out: Output folder.
         template_dir: Folder with templates overriding the default theme.
         colormap: Matplotlib colormap of the heatmaps (colour-blind safe by default).
+        pdf_variant: Archival or accessible PDF variant (``pdf/a-3b``, ``pdf/ua-1``, ...;
+            one WeasyPrint knows), or ``None`` for a plain tagged PDF.
         device: ``auto``, ``cpu``, ``cuda``.
         seed: Seeds the split, training, sampling and visualisation.
         epochs: Training epochs when the audit trains the model.
@@ -172,6 +174,7 @@ class AuditConfig:
     out: str = "report"
     template_dir: str | None = None
     colormap: str = "viridis"
+    pdf_variant: str | None = None
     device: str = "auto"
     seed: int = field(default=0, metadata={"min": 0, "max": 2**63 - 1})
     epochs: int = field(default=3, metadata={"min": 1})
@@ -226,6 +229,15 @@ class AuditConfig:
                 + (f"; did you mean {', '.join(close)}?" if close else ".")
                 + " Colour-blind-safe choices: viridis, cividis, magma, inferno."
             )
+
+        if self.pdf_variant is not None:
+            from weasyprint.pdf import VARIANTS  # only when asked: WeasyPrint is slow to import
+
+            valid = sorted(v for v in VARIANTS if v != "debug")
+            if self.pdf_variant not in valid:
+                raise ReporterError(
+                    f"Unknown pdf_variant {self.pdf_variant!r}. Valid: {', '.join(valid)}."
+                )
 
     def replace(self, **changes: Any) -> AuditConfig:
         """A copy with ``changes`` applied (validated)."""

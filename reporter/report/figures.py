@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.text
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
@@ -34,21 +35,58 @@ ACCENT = "#1f5f99"
 WARN = "#c2410c"
 MIN_TILE = 112
 
+#: The width (inches) a chart is drawn at: the PDF prints it at exactly this width (82 mm,
+#: ``figure.chart img`` in report.css), so font sizes below are the printed sizes.
+CHART_WIDTH_IN = 82 / 25.4
+#: The width of a chart that spans the page (``figure.chart.wide``, 180 mm).
+WIDE_CHART_WIDTH_IN = 180 / 25.4
+#: The smallest font (points) any chart uses: at the printed width it stays >= 6 pt.
+MIN_FONT_PT = 7.0
+#: The PNG text chunk that records a chart's smallest font, so tests can check the printed size.
+MIN_FONT_KEY = "reporter-min-font-pt"
+CHART_DPI = 150
+
 
 def data_uri(png: bytes) -> str:
     """A ``data:image/png;base64`` URI for PNG bytes."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure_uri(fig: Figure, dpi: int = 150) -> str:
-    """Render a matplotlib figure to a PNG data URI."""
+def smallest_font(fig: Figure) -> float:
+    """The smallest font size (points) of the visible, non-empty text of a figure."""
+    sizes = [
+        float(t.get_fontsize())
+        for t in fig.findobj(matplotlib.text.Text)
+        if t.get_visible() and t.get_text().strip()
+    ]
+    return min(sizes) if sizes else MIN_FONT_PT
+
+
+def figure_uri(fig: Figure, dpi: int = CHART_DPI) -> str:
+    """Render a matplotlib figure to a PNG data URI at exactly its ``figsize``.
+
+    No tight bounding box: the image keeps the figure's size (the layout engine fits the
+    labels inside), so a chart printed at its design width shows its fonts at their sizes.
+    The smallest font is recorded in the PNG (``MIN_FONT_KEY``) and the DPI in its header.
+    """
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # class names in scripts DejaVu Sans lacks (CJK ...) are drawn as boxes in the chart;
         # the tables of the report show them correctly, so the chart need not warn
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        fig.canvas.draw()  # lay out first: the smallest font is read from the drawn texts
+        fig.savefig(
+            buf,
+            format="png",
+            dpi=dpi,
+            metadata={"Software": None, MIN_FONT_KEY: f"{smallest_font(fig):g}"},
+        )
     return data_uri(buf.getvalue())
+
+
+def _chart(height_in: float, width_in: float = CHART_WIDTH_IN, **kwargs) -> Figure:
+    """A figure at the printed chart width whose layout engine keeps every label inside."""
+    return Figure(figsize=(width_in, height_in), layout="constrained", **kwargs)
 
 
 def to_uint8_image(image: np.ndarray) -> np.ndarray:
@@ -118,19 +156,45 @@ def colorbar_uri(cmap: str, label: str = "saliency") -> str:
 def _style(ax) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=7, colors=INK)
+    ax.tick_params(labelsize=MIN_FONT_PT, colors=INK)
     ax.xaxis.label.set_color(INK)
     ax.yaxis.label.set_color(INK)
 
 
+def _legend_below(ax, ncol: int = 2) -> None:
+    """A legend under the axes, outside the plotted area: it never covers data."""
+    ax.legend(
+        fontsize=MIN_FONT_PT,
+        frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.22),
+        ncol=ncol,
+        handlelength=1.6,
+        columnspacing=1.2,
+    )
+
+
+#: Classes up to which the confusion matrix fits the half-page chart width with 7 pt labels.
+CONFUSION_HALF_WIDTH_CLASSES = 12
+
+
+def confusion_is_wide(n_classes: int) -> bool:
+    """Whether the confusion matrix of ``n_classes`` classes is drawn at the full page width."""
+    return n_classes > CONFUSION_HALF_WIDTH_CLASSES
+
+
 def confusion_figure(cm: Sequence[Sequence[int]], names: Sequence[str]) -> str:
-    """Row-normalised confusion matrix with counts, as a PNG data URI."""
+    """Row-normalised confusion matrix with counts, as a PNG data URI.
+
+    Drawn at the half-page chart width up to ``CONFUSION_HALF_WIDTH_CLASSES`` classes, at the
+    full page width above; counts are written in the cells while they fit at ``MIN_FONT_PT``.
+    """
     m = np.asarray(cm, dtype=np.float64)
     rows = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     n = len(names)
-    side = min(7.0, 1.6 + 0.42 * n)
-    fig = Figure(figsize=(side, side * 0.9))
+    width = WIDE_CHART_WIDTH_IN if confusion_is_wide(n) else CHART_WIDTH_IN
+    fig = _chart(width * (0.92 if n <= CONFUSION_HALF_WIDTH_CLASSES else 0.8), width)
     ax = fig.add_subplot()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     labels = [s if len(s) <= 14 else s[:13] + "…" for s in names]
@@ -140,12 +204,17 @@ def confusion_figure(cm: Sequence[Sequence[int]], names: Sequence[str]) -> str:
         labels,
         rotation=45 if n > 4 else 0,
         ha="right" if n > 4 else "center",
+        rotation_mode="anchor",
         parse_math=False,
     )
     ax.set_yticks(range(n), labels, parse_math=False)
     ax.set_xlabel("predicted class", fontsize=8)
     ax.set_ylabel("true class", fontsize=8)
-    if n <= 20:
+    _style(ax)
+    # a cell is about (0.62 * width / n) inches wide; a count needs ~0.6 em per digit
+    cell_pt = 0.62 * width * 72 / max(n, 1)
+    digits = len(str(int(m.max()))) if m.size else 1
+    if cell_pt >= 0.62 * MIN_FONT_PT * digits + 2:
         for i in range(n):
             for j in range(n):
                 if m[i, j]:
@@ -155,20 +224,20 @@ def confusion_figure(cm: Sequence[Sequence[int]], names: Sequence[str]) -> str:
                         f"{int(m[i, j])}",
                         ha="center",
                         va="center",
-                        fontsize=6.5,
+                        fontsize=MIN_FONT_PT,
                         color="white" if frac[i, j] > 0.5 else INK,
                     )
-    _style(ax)
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    cb.ax.tick_params(labelsize=7)
-    cb.set_label("fraction of the true class", fontsize=7)
+    cb.ax.tick_params(labelsize=MIN_FONT_PT)
+    cb.set_label("fraction of the true class", fontsize=MIN_FONT_PT)
     return figure_uri(fig)
 
 
 def reliability_figure(bins: Sequence[dict], ece: float | None) -> str:
-    """Reliability diagram: accuracy vs confidence per bin, with the diagonal and ECE."""
-    fig = Figure(figsize=(3.6, 3.3))
-    ax = fig.add_subplot()
+    """Reliability diagram: accuracy vs confidence per bin, with the diagonal and ECE, over a
+    panel of the number of images in each bin (a bar over few images says little)."""
+    fig = _chart(3.5)
+    ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.15))
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="#9aa5b1", label="perfect calibration")
     centers, accs, counts = [], [], []
     for b in bins:
@@ -180,17 +249,37 @@ def reliability_figure(bins: Sequence[dict], ece: float | None) -> str:
     ax.bar(centers, accs, width=width * 0.92, color=ACCENT, alpha=0.85, label="accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence", fontsize=8)
     ax.set_ylabel("accuracy", fontsize=8)
-    ax.set_title("ECE = n/a" if ece is None else f"ECE = {ece:.3f}", fontsize=9, color=INK)
-    ax.legend(fontsize=6.5, frameon=False, loc="upper left")
+    ax.set_title(
+        "ECE = n/a" if ece is None else f"ECE = {ece:.3f}", fontsize=9, color=INK, loc="left"
+    )
+    # above the axes, beside the title: a legend inside would cover the bars of some model
+    ax.legend(fontsize=MIN_FONT_PT, frameon=False, loc="lower right", bbox_to_anchor=(1, 1))
     _style(ax)
+    ax_n.bar(centers, counts, width=width * 0.92, color="#9aa5b1")
+    top = max(counts) if counts else 1
+    ax_n.set_ylim(0, top * 1.35)
+    for x, c in zip(centers, counts, strict=True):
+        ax_n.text(
+            x,
+            c + top * 0.04,
+            str(c),
+            ha="center",
+            va="bottom",
+            fontsize=MIN_FONT_PT,
+            rotation=90 if len(bins) > 10 else 0,
+            color=INK,
+        )
+    ax_n.set_ylabel("images", fontsize=8)
+    ax_n.set_xlabel("confidence", fontsize=8)
+    ax_n.set_yticks([])
+    _style(ax_n)
     return figure_uri(fig)
 
 
 def confidence_histogram(conf_correct: np.ndarray, conf_wrong: np.ndarray) -> str:
     """Histogram of top-1 confidence for correct vs wrong predictions."""
-    fig = Figure(figsize=(3.6, 3.3))
+    fig = _chart(3.0)
     ax = fig.add_subplot()
     edges = np.linspace(0, 1, 21)
     ax.hist(
@@ -212,8 +301,8 @@ def confidence_histogram(conf_correct: np.ndarray, conf_wrong: np.ndarray) -> st
     ax.set_yscale("log" if len(conf_correct) > 50 else "linear")
     ax.set_xlabel("confidence of the prediction", fontsize=8)
     ax.set_ylabel("images", fontsize=8)
-    ax.legend(fontsize=6.5, frameon=False, loc="upper left")
     _style(ax)
+    _legend_below(ax)
     return figure_uri(fig)
 
 
@@ -221,7 +310,7 @@ def curves_figure(
     curves: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str
 ) -> str:
     """Line plot of named curves over a [0, 1] x axis (deletion / insertion curves)."""
-    fig = Figure(figsize=(3.6, 2.8))
+    fig = _chart(2.9)
     ax = fig.add_subplot()
     for i, (name, curve) in enumerate(curves.items()):
         ys = np.asarray(curve, dtype=np.float64)
@@ -234,8 +323,8 @@ def curves_figure(
         )
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
-    ax.set_title(title, fontsize=9, color=INK)
+    ax.set_title(title, fontsize=8, color=INK)
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=6.5, frameon=False)
     _style(ax)
+    _legend_below(ax, ncol=min(3, max(1, len(curves))))
     return figure_uri(fig)

@@ -16,9 +16,13 @@
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 import logging
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +31,15 @@ import jinja2.sandbox
 
 from reporter.errors import ReporterError
 from reporter.explain.registry import METHODS
+from reporter.report.glossary import GLOSSARY
 
 __all__ = [
     "ReportSandbox",
     "default_template_dir",
+    "pdf_variants",
     "render_html",
     "render_pdf",
+    "slug",
     "template_environment",
 ]
 
@@ -47,6 +54,18 @@ def default_template_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return here.parent / "templates"
+
+
+def slug(name: object) -> str:
+    """An HTML id fragment for a name (a class name): lowercase ASCII letters, digits and
+    ``-``. A name that is not already such a slug gets a short hash of itself appended, so
+    two different names never share an id (``Cat`` and ``cat`` give ``cat-…`` and ``cat``)."""
+    text = str(name)
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if base == text and base:
+        return base
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
+    return f"{base}-{digest}" if base else f"x-{digest}"
 
 
 #: The largest string or list a sandboxed template may build with ``*`` (or number with ``**``).
@@ -114,6 +133,7 @@ def template_environment(template_dir: str | Path | None = None) -> jinja2.Envir
     env.filters["num"] = lambda x, digits=3: "n/a" if x is None else f"{x:.{digits}f}"
     env.filters["thousands"] = lambda x: f"{x:,}"
     env.filters["tojson_pretty"] = lambda x: json.dumps(x, indent=2, ensure_ascii=False)
+    env.filters["slug"] = slug
     return env
 
 
@@ -126,7 +146,11 @@ def render_html(
         css = env.get_template("report.css").render()
         template = env.get_template("report.html")
         return template.render(
-            audit=audit, fig=figures, css=css, titles={m: spec.title for m, spec in METHODS.items()}
+            audit=audit,
+            fig=figures,
+            css=css,
+            titles={m: spec.title for m, spec in METHODS.items()},
+            glossary=GLOSSARY,
         )
     except ReporterError:
         raise
@@ -193,14 +217,44 @@ def _confined_fetcher(base_dir: Path):
     return fetcher
 
 
-def render_pdf(html: str, path: Path, base_dir: Path) -> Path:
-    """Render HTML to a PDF (print CSS, A4) with a fetcher confined to ``base_dir``."""
+def pdf_variants() -> tuple[str, ...]:
+    """The PDF variants the installed WeasyPrint can write (``pdf/a-3b``, ``pdf/ua-1``, ...)."""
+    try:
+        from weasyprint.pdf import VARIANTS
+    except ImportError:  # pragma: no cover - WeasyPrint < 58 has no variants
+        return ()
+    return tuple(sorted(v for v in VARIANTS if v != "debug"))
+
+
+def render_pdf(html: str, path: Path, base_dir: Path, variant: str | None = None) -> Path:
+    """Render HTML to a PDF (print CSS, A4) with a fetcher confined to ``base_dir``.
+
+    The PDF is tagged (a structure tree, for screen readers and reflow) where WeasyPrint
+    supports it. ``variant`` asks for an archival or accessible PDF (``pdf/a-3b``,
+    ``pdf/ua-1``, ...: :func:`pdf_variants`); WeasyPrint declares it in the XMP metadata.
+    """
     import weasyprint
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
+    options: dict[str, Any] = {}
+    if "pdf_tags" in getattr(weasyprint, "DEFAULT_OPTIONS", {}):
+        options["pdf_tags"] = True
+    if variant is not None:
+        if variant not in pdf_variants():
+            raise ReporterError(
+                f"Unknown PDF variant {variant!r}. This WeasyPrint writes: "
+                f"{', '.join(pdf_variants()) or 'none'}."
+            )
+        options["pdf_variant"] = variant
     document = weasyprint.HTML(
         string=html, base_url=str(base_dir) + os.sep, url_fetcher=_confined_fetcher(base_dir)
     )
-    document.write_pdf(str(path))
+    with warnings.catch_warnings():
+        # WeasyPrint opens its sRGB profile for PDF/A and never closes it: its ResourceWarning
+        # is WeasyPrint's, raised when the document is freed (collected here, inside the filter)
+        warnings.simplefilter("ignore", ResourceWarning)
+        document.write_pdf(str(path), **options)
+        del document
+        gc.collect()
     return path

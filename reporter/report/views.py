@@ -27,6 +27,7 @@ def report_figures(audit: dict[str, Any], artifacts: Artifacts) -> dict[str, Any
     names = list(audit["dataset"]["classes"])
     figs: dict[str, Any] = {
         "confusion": fg.confusion_figure(metrics["confusion_matrix"], names),
+        "confusion_wide": fg.confusion_is_wide(len(names)),
         "reliability": fg.reliability_figure(metrics["reliability"], metrics["ece"]),
         "confidence": _confidence(artifacts),
         "colorbar": fg.colorbar_uri(cmap),

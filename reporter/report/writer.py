@@ -20,7 +20,7 @@ from reporter.bundle import ARTIFACTS_DIR, AUDIT_FILE, Artifacts, read_bundle, t
 from reporter.errors import ReporterError
 from reporter.outdir import staged_output
 from reporter.report.modelcard import model_card_markdown
-from reporter.report.render import render_html, render_pdf
+from reporter.report.render import pdf_variants, render_html, render_pdf
 from reporter.report.views import report_figures
 
 __all__ = ["FILE_NAMES", "REPORT_FORMATS", "publish_audit", "render_bundle", "render_reports"]
@@ -37,10 +37,18 @@ REPORT_FORMATS = ("html", "pdf", "modelcard")
 
 
 def render_reports(
-    folder: Path, formats: Iterable[str], template_dir: str | Path | None = None
+    folder: Path,
+    formats: Iterable[str],
+    template_dir: str | Path | None = None,
+    pdf_variant: str | None = None,
 ) -> dict[str, Path]:
-    """Render the requested report formats of the bundle in ``folder`` into ``folder``."""
+    """Render the requested report formats of the bundle in ``folder`` into ``folder``.
+
+    The PDF variant is ``pdf_variant``, else the audit's ``config.pdf_variant`` (so
+    ``reporter render`` writes the same kind of PDF the audit did), else a plain tagged PDF.
+    """
     audit, artifacts = read_bundle(folder)
+    variant = pdf_variant or (audit.get("config") or {}).get("pdf_variant")
     formats = set(formats)
     written: dict[str, Path] = {}
     if formats & {"html", "pdf"}:
@@ -49,7 +57,7 @@ def render_reports(
             written["html"] = folder / FILE_NAMES["html"]
             written["html"].write_text(html, encoding="utf-8")
         if "pdf" in formats:
-            written["pdf"] = render_pdf(html, folder / FILE_NAMES["pdf"], folder)
+            written["pdf"] = render_pdf(html, folder / FILE_NAMES["pdf"], folder, variant)
     if "modelcard" in formats:
         written["modelcard"] = folder / FILE_NAMES["modelcard"]
         written["modelcard"].write_text(model_card_markdown(audit), encoding="utf-8")
@@ -95,6 +103,7 @@ def render_bundle(
     out: str | Path | None = None,
     formats: Iterable[str] = REPORT_FORMATS,
     template_dir: str | Path | None = None,
+    pdf_variant: str | None = None,
 ) -> dict[str, Path]:
     """Render the reports of the bundle in ``source`` again, into ``out`` (default: ``source``).
 
@@ -104,6 +113,11 @@ def render_bundle(
     """
     source = Path(source)
     read_bundle(source)  # a clear message for a folder that is not a (current) bundle
+    if pdf_variant is not None and pdf_variant not in pdf_variants():
+        raise ReporterError(
+            f"Unknown PDF variant {pdf_variant!r}. This WeasyPrint writes: "
+            f"{', '.join(pdf_variants())}."
+        )
     target = Path(out) if out is not None else source
     formats = [f for f in formats if f in REPORT_FORMATS]
     in_place = target.resolve() == source.resolve()
@@ -120,5 +134,5 @@ def render_bundle(
                     shutil.copy2(src, stage / name)
             except OSError as exc:
                 raise ReporterError(f"Cannot copy {src}: {exc.strerror or exc}.") from exc
-        paths = render_reports(stage, formats, template_dir)
+        paths = render_reports(stage, formats, template_dir, pdf_variant)
         return _final(paths, stage, target)
