@@ -92,6 +92,10 @@ class AuditConfig:
         max_images: Audit at most this many test images (``None`` = all).
         cache_dir: Where the demo caches trained checkpoints (``None`` = user cache).
         quiet: No progress bars.
+        workers: DataLoader worker processes (``None``: from the CPU count; 0 for images held
+            in memory).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast) for the stream pass's forward and
+            backward; checked against fp32 on the first batch.
         model_card: Model-card fields (see ``MODEL_CARD_FIELDS``).
     """
 
@@ -126,6 +130,9 @@ class AuditConfig:
     max_images: int | None = field(default=None, metadata={"min": 1})
     cache_dir: str | None = None
     quiet: bool = False
+    # scale (docs/scale.rst): data loading and the precision of the stream pass
+    workers: int | None = field(default=None, metadata={"min": 0})
+    precision: str = "fp32"
     model_card: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -149,6 +156,8 @@ class AuditConfig:
             raise ReporterError("--format is empty; choose from html, pdf, json, modelcard.")
         if self.split not in ("all", "test"):
             raise ReporterError(f"split must be 'all' or 'test', got {self.split!r}.")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ReporterError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}.")
         if self.shortcut not in ("absent", "kept"):
             raise ReporterError(f"shortcut must be 'absent' or 'kept', got {self.shortcut!r}.")
         bad_card = [k for k in self.model_card if k not in MODEL_CARD_FIELDS]

@@ -19,8 +19,11 @@ from reporter.setup import Prepared
 __all__ = ["dataset_section", "environment_section", "model_section"]
 
 
-def environment_section(device: str) -> dict[str, Any]:
-    """Versions and hardware of the run."""
+def environment_section(
+    device: str, world_size: int = 1, precision: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Versions and hardware of the run; ``world_size`` processes shared the stream pass,
+    ``precision`` is what ``--precision`` asked for and what ran (``None`` without maps)."""
     return {
         "reporter": __version__,
         "python": sys.version.split()[0],
@@ -30,7 +33,8 @@ def environment_section(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": device,
         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-        "world_size": 1,
+        "world_size": world_size,
+        "precision": precision,
     }
 
 
