@@ -178,9 +178,14 @@ class StreamAccumulator:
             m: {layer: [] for layer in layers} for m in methods
         }
         self.flagged = {m: dict.fromkeys(layers, 0) for m in methods}
-        self.class_sum = {m: {layer: torch.zeros(k, *size) for layer in layers} for m in methods}
+        # sums in float64: exact enough that the order of additions (one process, or shares
+        # merged from several) never shows in the float32 results
+        self.class_sum = {
+            m: {layer: torch.zeros(k, *size, dtype=torch.float64) for layer in layers}
+            for m in methods
+        }
         self.class_count = torch.zeros(k)
-        self.image_sum = torch.zeros(k, channels, *size)
+        self.image_sum = torch.zeros(k, channels, *size, dtype=torch.float64)
         self.image_count = torch.zeros(k)
         self.topk = {name: TopKActivations(name, k=top_k) for name in featvis_layers}
         self.relevance: dict[str, ClassChannelRelevance] = {}
@@ -208,7 +213,7 @@ class StreamAccumulator:
                 up = result.upsampled(m, layer, self.size)  # normalised; NaN maps become 0
                 self.border[m][layer].append(border_fraction(up, border=BORDER_BAND).numpy())
                 self.flagged[m][layer] += int(result.flags[m][layer].sum())
-                self.class_sum[m][layer].index_add_(0, y[correct], up[correct])
+                self.class_sum[m][layer].index_add_(0, y[correct], up[correct].double())
         first = self.layers[0]
         side = (RECORD_SIDE, RECORD_SIDE)
         maps = [result.upsampled(m, first, side) for m in self.methods]
@@ -218,7 +223,7 @@ class StreamAccumulator:
         small = F.interpolate(
             unit, size=self.size, mode="bilinear", align_corners=False, antialias=True
         )
-        self.image_sum.index_add_(0, y, small)
+        self.image_sum.index_add_(0, y, small.double())
         self.image_count.index_add_(0, y, torch.ones(len(y)))
         acts, grads = result.activations, result.gradients
         for name in self.featvis_layers:
@@ -250,9 +255,9 @@ class StreamAccumulator:
                 for m, d in self.border.items()
             },
             flagged=self.flagged,
-            class_sum=self.class_sum,
+            class_sum={m: {k: v.float() for k, v in d.items()} for m, d in self.class_sum.items()},
             class_count=self.class_count,
-            image_sum=self.image_sum,
+            image_sum=self.image_sum.float(),
             image_count=self.image_count,
             topk=self.topk,
             relevance=self.relevance,
