@@ -8,6 +8,7 @@ the library's; only the torchrun variables are set by hand) or with ``torchrun``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -361,3 +362,104 @@ def test_workers_option_is_checked() -> None:
         AuditConfig(workers=-1)
     with pytest.raises(ReporterError, match="precision must be fp32, bf16 or fp16"):
         AuditConfig(precision="int8")
+
+
+# ------------------------------------------------------------------ --precision
+
+
+def test_map_pearson_matches_numpy_and_handles_flat_and_nan_maps() -> None:
+    from reporter.audit.precision import map_pearson
+
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(4, 5, 6, generator=gen)
+    b = a + 0.3 * torch.rand(4, 5, 6, generator=gen)
+    r = map_pearson(a, b)
+    for i in range(4):
+        expected = np.corrcoef(a[i].flatten().numpy(), b[i].flatten().numpy())[0, 1]
+        assert r[i].item() == pytest.approx(expected, rel=1e-9)
+    flat = torch.zeros(2, 3, 3)
+    assert map_pearson(flat, flat).tolist() == [1.0, 1.0]  # equal constant maps agree
+    assert map_pearson(flat, flat + 1).tolist() == [0.0, 0.0]
+    nan = a.clone()
+    nan[0, 0, 0] = float("nan")
+    assert map_pearson(a, nan)[0].item() == 0.0
+
+
+class _FakeEngine:
+    """Returns fixed maps; under autocast, the maps ``low`` makes of them."""
+
+    def __init__(self, low) -> None:
+        self.low = low
+        self.autocast_calls = 0
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        maps = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 4, 4).sin() + 1
+        if torch.is_autocast_enabled("cpu"):
+            self.autocast_calls += 1
+            maps = self.low(maps)
+        return SimpleNamespace(maps={"gradcam": {"layer": maps}})
+
+
+@pytest.mark.parametrize(
+    ("low", "used"),
+    [
+        (lambda m: m * 2 + 1, "bf16"),  # a scaled map: correlation 1, accepted
+        (lambda m: m.flip(-1), "fp32"),  # a different map: refused, the pass runs in fp32
+    ],
+)
+def test_precision_checked_against_fp32_on_the_first_batch(
+    low, used: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from reporter.audit.precision import MIN_PEARSON, PrecisionGuard
+
+    engine = _FakeEngine(low)
+    guard = PrecisionGuard("bf16", torch.device("cpu"))
+    images = torch.zeros(2, 1, 4, 4)
+    with caplog.at_level(logging.WARNING, logger="reporter"):
+        guard.calibrate(engine, images)
+        for _ in range(3):
+            guard(engine, images)
+    summary = guard.summary()
+    assert summary["requested"] == "bf16" and summary["used"] == used
+    assert (summary["first_batch_min_pearson"] >= MIN_PEARSON) == (used == "bf16")
+    # the check costs one fp32 and one autocast call; then every batch at the precision used
+    assert engine.autocast_calls == (4 if used == "bf16" else 1)
+    assert engine.calls == 5
+    warned = [r.getMessage() for r in caplog.records if "--precision bf16" in r.getMessage()]
+    assert len(warned) == (used == "fp32")
+
+
+def test_precision_fp32_never_autocasts() -> None:
+    from reporter.audit.precision import PrecisionGuard
+
+    engine = _FakeEngine(lambda m: m)
+    guard = PrecisionGuard("fp32", torch.device("cpu"))
+    guard.calibrate(engine, torch.zeros(1))
+    guard(engine, torch.zeros(1))
+    assert (engine.calls, engine.autocast_calls) == (1, 0)
+    assert guard.summary()["first_batch_min_pearson"] is None
+
+
+def test_precision_bf16_with_a_real_engine_on_the_cpu() -> None:
+    from reporter.audit.precision import MIN_PEARSON, PrecisionGuard, min_pearson
+    from reporter.explain import CamEngine
+    from reporter.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("gapnet", 3, channels=3)
+    images = torch.rand(4, 3, 20, 20)
+    with CamEngine(model, methods=["gradcam", "eigencam"], device="cpu") as engine:
+        guard = PrecisionGuard("bf16", torch.device("cpu"))
+        guard.calibrate(engine, images)
+        result = guard(engine, images)
+        reference = engine(images)
+    r = guard.summary()["first_batch_min_pearson"]
+    assert r == pytest.approx(min_pearson(reference, guard.low(engine, images)), abs=1e-12) or (
+        guard.used == "fp32"
+    )
+    assert guard.used == ("bf16" if r >= MIN_PEARSON else "fp32")
+    assert result.maps["gradcam"][engine.layers[0]].dtype == torch.float32
