@@ -3,7 +3,9 @@
 Each run is ``torchrun --nproc-per-node N -m reporter audit`` on the same folder of digit PNGs
 and the same (untrained, the speed does not depend on it) gapnet checkpoint, in its own
 process tree. The CPU cores are shared out: each of the N processes gets ``cores // N``
-threads (``OMP_NUM_THREADS``), so the 1-process run uses the whole machine too. With
+threads (``OMP_NUM_THREADS``), so the 1-process run uses the whole machine too; ``--threads 1``
+gives every process one thread instead (the fair baseline on a machine that other jobs load:
+there a process's second thread mostly waits for a core). With
 ``--device cuda`` each process takes one GPU (``LOCAL_RANK``) and NCCL merges.
 
 Measured from each run's ``audit.json``: ``timings.explain`` (the stream pass: loading,
@@ -67,7 +69,7 @@ def cores() -> int:
 
 
 def run(procs: int, args: argparse.Namespace, data: Path, model: Path, out: Path) -> dict:
-    threads = max(1, cores() // procs) if args.device == "cpu" else 1
+    threads = args.threads or (max(1, cores() // procs) if args.device == "cpu" else 1)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(HERE.parent)}
     cmd = [
         "/usr/bin/time", "-f", "PEAK_RSS_KB %M",
@@ -108,6 +110,12 @@ def main() -> None:
     parser.add_argument("--methods", default="gradcam,gradcam++,eigencam")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="--workers (default: auto)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per process (default: the cores shared out, cores // N)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (one process per GPU)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-scale"))
     args = parser.parse_args()
