@@ -463,3 +463,131 @@ def test_precision_bf16_with_a_real_engine_on_the_cpu() -> None:
     )
     assert guard.used == ("bf16" if r >= MIN_PEARSON else "fp32")
     assert result.maps["gradcam"][engine.layers[0]].dtype == torch.float32
+
+
+# ------------------------------------------------------------------ JPEG decode on the GPU
+
+
+@pytest.fixture
+def jpeg_folder(tmp_path: Path) -> Path:
+    """Plain RGB and grey JPEGs, and the files the GPU path leaves to the CPU."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "jpegs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for j in range(3):
+            arr = rng.integers(0, 255, size=(24, 30, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"rgb_{j}.jpg", quality=95)
+    Image.fromarray(rng.integers(0, 255, (24, 24), dtype=np.uint8)).save(root / "a" / "grey.jpg")
+    rotated = Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(root / "a" / "rotated.jpg", exif=exif)
+    Image.new("CMYK", (20, 20), (10, 200, 30, 0)).save(root / "b" / "cmyk.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
+        root / "b" / "png_inside.jpg", format="PNG"
+    )
+    (root / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+def _files(folder: Path):
+    from reporter.data import Preprocess, load_dataset
+
+    test = load_dataset(str(folder), test_only=True).test
+    pre = Preprocess((16, 16), 3, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    test.transform = pre
+    return test, pre
+
+
+def test_gpu_decode_is_chosen_only_for_jpeg_files_on_cuda(
+    jpeg_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reporter.data import load_dataset
+    from reporter.data.gpu_decode import gpu_decode_reason
+
+    jpegs = load_dataset(str(jpeg_folder), test_only=True).test
+    cuda = torch.device("cuda", 0)
+    assert gpu_decode_reason(jpegs, cuda, supported=True) is None
+    sub = torch.utils.data.Subset(jpegs, [0, 1])
+    assert gpu_decode_reason(sub, cuda, supported=True) is None
+    assert "CUDA" in gpu_decode_reason(jpegs, "cpu", supported=True)
+    assert "0.19" in gpu_decode_reason(jpegs, cuda, supported=False)
+    pngs = load_dataset(str(make_image_folder(tmp_path / "png", {"a": 1, "b": 1}))).test
+    assert gpu_decode_reason(pngs, cuda, supported=True) == "not every image file is a JPEG"
+    digits = load_dataset("digits").test
+    assert gpu_decode_reason(digits, cuda, supported=True) == "the images are held in memory"
+    monkeypatch.setenv("REPORTER_GPU_DECODE", "0")
+    assert gpu_decode_reason(jpegs, cuda, supported=True) == "REPORTER_GPU_DECODE=0"
+
+
+def test_jpeg_files_leave_odd_files_to_the_cpu(jpeg_folder: Path) -> None:
+    from reporter.data.gpu_decode import JpegFiles
+
+    test, _ = _files(jpeg_folder)
+    files = JpegFiles(test)
+    kinds = {test.relative(i): files[i][0] for i in range(len(test))}
+    plain = {f"{c}/rgb_{j}.jpg" for c in "ab" for j in range(3)} | {"a/grey.jpg"}
+    assert {n for n, k in kinds.items() if k == "jpeg"} == plain
+    for name in ("a/rotated.jpg", "b/cmyk.jpg", "b/png_inside.jpg", "b/broken.jpg"):
+        assert kinds[name] == "pixels"
+    i = next(i for i in range(len(test)) if test.files[i].name == "rgb_0.jpg")
+    assert files[i][1].numpy().tobytes() == test.files[i].read_bytes()
+    broken = next(i for i in range(len(test)) if test.files[i].name == "broken.jpg")
+    assert files[broken][1] is None and files[broken][4]  # the CPU path's reason
+
+
+def test_decoder_batches_match_the_cpu_path(jpeg_folder: Path) -> None:
+    """The decoder's code, run with torchvision's CPU decoder: same items, order, labels,
+    skipped files and (within the check's bar) pixels as the usual loader."""
+    from reporter.data.datasets import make_loader
+    from reporter.data.gpu_decode import (
+        MAX_MEAN_DIFFERENCE,
+        GpuJpegDecoder,
+        JpegFiles,
+        collate_jpeg,
+    )
+
+    test, pre = _files(jpeg_folder)
+    order = list(range(len(test)))
+    decoder = GpuJpegDecoder(test, pre, torch.device("cpu"))
+    raw = make_loader(JpegFiles(test), batch_size=len(test), indices=order, collate_fn=collate_jpeg)
+    batch = next(iter(raw))
+    decoder.calibrate(batch)
+    assert decoder.enabled and decoder.difference is not None
+    assert decoder.difference <= MAX_MEAN_DIFFERENCE
+    mine = decoder(batch)
+    cpu = next(iter(make_loader(test, batch_size=len(test), indices=order)))
+    assert mine.indices.tolist() == cpu.indices.tolist()
+    assert mine.labels.tolist() == cpu.labels.tolist()
+    assert [i for i, _ in mine.skipped] == [i for i, _ in cpu.skipped]
+    diff = (pre.denormalize(mine.images) - pre.denormalize(cpu.images)).abs()
+    assert float(diff.flatten(1).mean(1).max()) == pytest.approx(decoder.difference)
+    assert decoder.summary()["jpeg_on_gpu"] is True
+
+
+def test_decoder_falls_back_to_the_cpu_when_the_check_fails(
+    jpeg_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from reporter.data.datasets import make_loader
+    from reporter.data.gpu_decode import GpuJpegDecoder, JpegFiles, collate_jpeg
+
+    test, pre = _files(jpeg_folder)
+    order = list(range(len(test)))
+    decoder = GpuJpegDecoder(test, pre, torch.device("cpu"))
+    real = decoder._decode
+    decoder._decode = lambda payloads: [255 - x for x in real(payloads)]  # a wrong decoder
+    batch = next(
+        iter(make_loader(JpegFiles(test), batch_size=8, indices=order, collate_fn=collate_jpeg))
+    )
+    with caplog.at_level(logging.WARNING, logger="reporter"):
+        decoder.calibrate(batch)
+    assert not decoder.enabled
+    assert decoder.summary()["jpeg_on_gpu"] is False
+    assert any("decoding on the CPU" in r.getMessage() for r in caplog.records)
+    cpu = next(iter(make_loader(test, batch_size=8, indices=order)))
+    fallback = decoder(batch)
+    assert torch.equal(fallback.images, cpu.images)  # now exactly the CPU decode
+    assert fallback.indices.tolist() == cpu.indices.tolist()

@@ -20,10 +20,14 @@ __all__ = ["dataset_section", "environment_section", "model_section"]
 
 
 def environment_section(
-    device: str, world_size: int = 1, precision: dict[str, Any] | None = None
+    device: str,
+    world_size: int = 1,
+    precision: dict[str, Any] | None = None,
+    jpeg_decode: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Versions and hardware of the run; ``world_size`` processes shared the stream pass,
-    ``precision`` is what ``--precision`` asked for and what ran (``None`` without maps)."""
+    ``precision`` is what ``--precision`` asked for and what ran, ``jpeg_decode`` whether
+    JPEG files were decoded on the GPU (both ``None`` without maps)."""
     return {
         "reporter": __version__,
         "python": sys.version.split()[0],
@@ -35,6 +39,7 @@ def environment_section(
         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "world_size": world_size,
         "precision": precision,
+        "jpeg_decode": jpeg_decode,
     }
 
 

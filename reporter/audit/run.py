@@ -142,7 +142,7 @@ def assemble(
         "skipped": list(prep.bundle.skipped) + list(stream.predictions.skipped),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "environment": environment_section(
-            str(model_device(prep.loaded.model)), world_size, stream.precision
+            str(model_device(prep.loaded.model)), world_size, stream.precision, stream.decode
         ),
         "config": config.to_dict(),
         "command": shlex.join(argv) if argv else None,

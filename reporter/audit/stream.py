@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from reporter.audit.precision import PrecisionGuard
 from reporter.config import AuditConfig
-from reporter.data.datasets import loader_workers, make_loader
+from reporter.data.datasets import FileImageDataset, loader_workers, make_loader
+from reporter.data.gpu_decode import GpuJpegDecoder, JpegFiles, collate_jpeg, gpu_decode_reason
 from reporter.distributed import Session, merge_topk, shard
 from reporter.explain import CamEngine, CamResult
 from reporter.featvis import ClassChannelRelevance, TopKActivations
@@ -73,6 +74,8 @@ class StreamResult:
         seconds_per_image: Time of the pass per image.
         precision: What ``--precision`` asked for and what ran (see
             :class:`~reporter.audit.precision.PrecisionGuard`); ``None`` without maps.
+        decode: Whether JPEGs were decoded on the GPU (:mod:`reporter.data.gpu_decode`), or
+            why not; ``None`` without maps.
     """
 
     predictions: Predictions
@@ -91,6 +94,7 @@ class StreamResult:
     hashes: np.ndarray | None = None
     seconds_per_image: float = 0.0
     precision: dict[str, Any] | None = None
+    decode: dict[str, Any] | None = None
 
     def records(self) -> dict[str, np.ndarray]:
         """The per-image records as arrays (``artifacts/records.npz``)."""
@@ -191,6 +195,7 @@ class StreamAccumulator:
         self.relevance: dict[str, ClassChannelRelevance] = {}
         self.num_classes = k
         self.precision: dict[str, Any] | None = None
+        self.decode: dict[str, Any] | None = None
 
     def skip(self, dataset: Any, skipped: list[tuple[int, str]]) -> None:
         """Record a batch's unreadable images (``(index, reason)`` pairs)."""
@@ -265,6 +270,7 @@ class StreamAccumulator:
             hashes=np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64),
             seconds_per_image=seconds / max(1, len(preds.labels)),
             precision=self.precision,
+            decode=self.decode,
         )
 
 
@@ -318,6 +324,48 @@ def _loader(prep: Prepared, config: AuditConfig, indices: np.ndarray, device: to
     )
 
 
+class _Decode:
+    """The batches of the pass: CPU-decoded as usual, or JPEGs decoded on the GPU
+    (:mod:`reporter.data.gpu_decode`, checked on the audit's first batch)."""
+
+    def __init__(self, prep: Prepared, config: AuditConfig, device: torch.device) -> None:
+        self.prep, self.config, self.device = prep, config, device
+        test = prep.bundle.test
+        self.reason = gpu_decode_reason(test, device)
+        self.decoder: GpuJpegDecoder | None = None
+        if self.reason is None and isinstance(test, FileImageDataset):
+            self.decoder = GpuJpegDecoder(test, prep.preprocess, device)  # pragma: no cover
+
+    def batches(self, indices: np.ndarray, first: np.ndarray):
+        """The batches of ``indices`` (the decode checked on ``first``)."""
+        if self.decoder is None:
+            yield from _loader(self.prep, self.config, indices, self.device)
+            return
+        files = JpegFiles(self.decoder.dataset)  # pragma: no cover - needs CUDA
+        for raw in make_loader(  # pragma: no cover
+            files, batch_size=self.config.batch_size, indices=first.tolist(),
+            collate_fn=collate_jpeg,
+        ):  # fmt: skip
+            if len(raw):
+                self.decoder.calibrate(raw)
+                break
+        loader = make_loader(  # pragma: no cover
+            files,
+            batch_size=self.config.batch_size,
+            indices=indices.tolist(),
+            num_workers=loader_workers(self.config.workers, self.decoder.dataset),
+            collate_fn=collate_jpeg,
+        )
+        for raw in loader:  # pragma: no cover
+            yield self.decoder(raw)
+
+    def summary(self) -> dict[str, Any]:
+        """For ``audit.json`` (``environment.jpeg_decode``)."""
+        if self.decoder is None:
+            return {"jpeg_on_gpu": False, "reason": self.reason}
+        return {**self.decoder.summary(), "reason": None}  # pragma: no cover
+
+
 def _accumulate(
     prep: Prepared, config: AuditConfig, indices: np.ndarray, first: np.ndarray, *, progress: bool
 ) -> StreamAccumulator:
@@ -328,8 +376,8 @@ def _accumulate(
     meta = prep.loaded.meta
     device = model_device(model)
     k = len(prep.bundle.class_names)
-    loader = _loader(prep, config, indices, device)
     if not prep.loaded.hookable:
+        loader = _loader(prep, config, indices, device)
         acc = StreamAccumulator(
             num_classes=k,
             channels=meta.channels,
@@ -368,20 +416,26 @@ def _accumulate(
             featvis_layers=_featvis_layers(config, engine),
             top_k=config.top_k,
         )
+        decode = _Decode(prep, config, device)
         guard = PrecisionGuard(config.precision, device)
         if guard.used != "fp32":
             for batch in make_loader(test, batch_size=config.batch_size, indices=first.tolist()):
                 if len(batch):
                     guard.calibrate(engine, batch.images.to(device))
-        for batch in progress_bar(loader, desc="explain", enabled=progress, unit="batch"):
+        batches = decode.batches(indices, first)
+        for batch in progress_bar(batches, desc="explain", enabled=progress, unit="batch"):
             acc.skip(test, batch.skipped)
             if len(batch) == 0:
                 continue
             result = guard(engine, batch.images.to(device, non_blocking=True))
             acc.update(
-                result, batch.labels, batch.indices, prep.preprocess.denormalize(batch.images)
+                result,
+                batch.labels,
+                batch.indices,
+                prep.preprocess.denormalize(batch.images).cpu(),
             )
         acc.precision = guard.summary()
+        acc.decode = decode.summary()
     return acc
 
 
@@ -468,7 +522,8 @@ def merge_stream(acc: StreamAccumulator, session: Session) -> StreamAccumulator 
             "relevance": {n: r.channels for n, r in acc.relevance.items()},
             "topk": _topk_state(acc),
             "skipped": list(zip(acc.skipped_index, acc.skipped, strict=True)),
-            "precision": getattr(acc, "precision", None),
+            "precision": acc.precision,
+            "decode": acc.decode,
         },
         what="merging the stream pass",
     )
@@ -510,6 +565,7 @@ def merge_stream(acc: StreamAccumulator, session: Session) -> StreamAccumulator 
     merged.skipped_index = [i for i, _ in skipped]
     merged.skipped = [record for _, record in skipped]
     merged.precision = next((m["precision"] for m in meta if m["precision"]), None)
+    merged.decode = next((m["decode"] for m in meta if m["decode"]), None)
     return merged
 
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -249,6 +250,7 @@ def make_loader(
     num_workers: int = 0,
     indices: Sequence[int] | None = None,
     pin_memory: bool = False,
+    collate_fn: Callable[[list], Any] = collate,
 ) -> DataLoader:
     """A DataLoader yielding :class:`Batch` objects (seeded when shuffling).
 
@@ -264,7 +266,7 @@ def make_loader(
         shuffle=shuffle,
         generator=generator,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         persistent_workers=False,
         pin_memory=pin_memory,
     )
