@@ -98,7 +98,11 @@ def _worker(rank: int, world: int, port: int, workdir: str, config: Any, fail: s
     torch.set_num_threads(1)
     from reporter.audit import run_audit, stream
 
-    if fail is not None and rank == 1:
+    if fail == "other-model" and rank == 1:  # as if this machine had another model.pt
+        from reporter.audit import run as run_module
+
+        run_module.weights_sha256 = lambda model: "0" * 64  # type: ignore[assignment]
+    elif fail is not None and rank == 1:
 
         def broken(*args: Any, **kwargs: Any) -> Any:
             if fail == "interrupt":
@@ -204,7 +208,7 @@ def test_two_torchrun_nodes_on_localhost(
     assert bundle_differences(tmp_path / "single" / "report", written) == []
 
 
-@pytest.mark.parametrize("fail", ["error", "interrupt"])
+@pytest.mark.parametrize("fail", ["error", "interrupt", "other-model"])
 def test_failure_on_rank_1_stops_both_and_keeps_the_old_report(
     case: dict[str, Path], tmp_path: Path, fail: str
 ) -> None:
@@ -223,10 +227,14 @@ def test_failure_on_rank_1_stops_both_and_keeps_the_old_report(
         assert outcomes[0]["error"].startswith("Process 1 of 2 failed while running the stream")
         assert "RuntimeError: injected failure on rank 1" in outcomes[0]["error"]
         assert outcomes[0]["error"].endswith("Nothing was written.")
-    else:  # Ctrl-C on rank 1: rank 0 learns at its next collective
+    elif fail == "interrupt":  # Ctrl-C on rank 1: rank 0 learns at its next collective
         assert outcomes[1]["type"] == "KeyboardInterrupt"
         assert outcomes[0]["type"] == "ReporterError"
         assert "another process of the run stopped" in outcomes[0]["error"]
+    else:  # every process refuses a run whose processes hold different weights
+        for outcome in outcomes:
+            assert outcome["type"] == "ReporterError"
+            assert outcome["error"].startswith("Process 1 loaded other model weights than")
     assert folder_snapshot(old) == before
     leftovers = [p.name for p in work.iterdir() if p.name.startswith(".report.")]
     assert all(name == ".report.lock" for name in leftovers), leftovers
