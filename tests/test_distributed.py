@@ -599,3 +599,31 @@ def test_decoder_falls_back_to_the_cpu_when_the_check_fails(
     fallback = decoder(batch)
     assert torch.equal(fallback.images, cpu.images)  # now exactly the CPU decode
     assert fallback.indices.tolist() == cpu.indices.tolist()
+
+
+def test_stream_batches_through_the_decoder_equal_the_cpu_batches(jpeg_folder: Path) -> None:
+    """The stream pass's GPU-decode branch, run with the CPU decoder in place of nvJPEG."""
+    from types import SimpleNamespace
+
+    from reporter.audit.stream import _Decode
+    from reporter.data.datasets import make_loader
+    from reporter.data.gpu_decode import MAX_MEAN_DIFFERENCE, GpuJpegDecoder
+
+    test, pre = _files(jpeg_folder)
+    prep = SimpleNamespace(bundle=SimpleNamespace(test=test), preprocess=pre)
+    config = SimpleNamespace(batch_size=4, workers=0)
+    decode = _Decode(prep, config, torch.device("cpu"))  # type: ignore[arg-type]
+    assert decode.decoder is None and decode.summary()["reason"]
+    decode.decoder = GpuJpegDecoder(test, pre, torch.device("cpu"))
+    order = np.arange(len(test))
+    mine = list(decode.batches(order[2:], order[:4]))
+    cpu = list(make_loader(test, batch_size=4, indices=order[2:].tolist()))
+    assert [b.indices.tolist() for b in mine] == [b.indices.tolist() for b in cpu]
+    assert [b.skipped for b in mine] == [b.skipped for b in cpu]
+    for a, b in zip(mine, cpu, strict=True):
+        if len(b):
+            diff = (pre.denormalize(a.images) - pre.denormalize(b.images)).abs()
+            assert float(diff.flatten(1).mean(1).max()) <= MAX_MEAN_DIFFERENCE
+    summary = decode.summary()
+    assert summary["jpeg_on_gpu"] is True and summary["reason"] is None
+    assert summary["first_batch_max_mean_difference"] is not None

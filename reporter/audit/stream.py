@@ -334,36 +334,35 @@ class _Decode:
         self.reason = gpu_decode_reason(test, device)
         self.decoder: GpuJpegDecoder | None = None
         if self.reason is None and isinstance(test, FileImageDataset):
-            self.decoder = GpuJpegDecoder(test, prep.preprocess, device)  # pragma: no cover
+            self.decoder = GpuJpegDecoder(test, prep.preprocess, device)
 
     def batches(self, indices: np.ndarray, first: np.ndarray):
         """The batches of ``indices`` (the decode checked on ``first``)."""
         if self.decoder is None:
             yield from _loader(self.prep, self.config, indices, self.device)
             return
-        files = JpegFiles(self.decoder.dataset)  # pragma: no cover - needs CUDA
-        for raw in make_loader(  # pragma: no cover
-            files, batch_size=self.config.batch_size, indices=first.tolist(),
-            collate_fn=collate_jpeg,
-        ):  # fmt: skip
-            if len(raw):
-                self.decoder.calibrate(raw)
-                break
-        loader = make_loader(  # pragma: no cover
+        # on CUDA (tests run this with torchvision's CPU decoder in place of nvJPEG)
+        files = JpegFiles(self.decoder.dataset)
+        size = self.config.batch_size
+        check = make_loader(files, batch_size=size, indices=first.tolist(), collate_fn=collate_jpeg)
+        raw_first = next((raw for raw in check if len(raw)), None)
+        if raw_first is not None:
+            self.decoder.calibrate(raw_first)
+        loader = make_loader(
             files,
-            batch_size=self.config.batch_size,
+            batch_size=size,
             indices=indices.tolist(),
             num_workers=loader_workers(self.config.workers, self.decoder.dataset),
             collate_fn=collate_jpeg,
         )
-        for raw in loader:  # pragma: no cover
+        for raw in loader:
             yield self.decoder(raw)
 
     def summary(self) -> dict[str, Any]:
         """For ``audit.json`` (``environment.jpeg_decode``)."""
         if self.decoder is None:
             return {"jpeg_on_gpu": False, "reason": self.reason}
-        return {**self.decoder.summary(), "reason": None}  # pragma: no cover
+        return {**self.decoder.summary(), "reason": None}
 
 
 def _accumulate(
