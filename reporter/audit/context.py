@@ -25,9 +25,17 @@ def environment_section(
     precision: dict[str, Any] | None = None,
     jpeg_decode: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Versions and hardware of the run; ``world_size`` processes shared the stream pass,
-    ``precision`` is what ``--precision`` asked for and what ran, ``jpeg_decode`` whether
-    JPEG files were decoded on the GPU (both ``None`` without maps)."""
+    """Versions and hardware of the run (flat: the report's appendix shows each value).
+
+    ``world_size`` processes shared the stream pass. From ``precision`` (what ``--precision``
+    asked for and what ran, see :class:`~reporter.audit.precision.PrecisionGuard`) and
+    ``jpeg_decode`` (:mod:`reporter.data.gpu_decode`) come ``precision``,
+    ``precision_requested``, ``precision_check_min_pearson``, ``jpeg_decode`` (``gpu`` or
+    ``cpu``) and ``jpeg_decode_check_difference``; all ``None`` without maps.
+    """
+    precision = precision or {}
+    jpeg_decode = jpeg_decode or {}
+    on_gpu = jpeg_decode.get("jpeg_on_gpu")
     return {
         "reporter": __version__,
         "python": sys.version.split()[0],
@@ -38,8 +46,11 @@ def environment_section(
         "device": device,
         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "world_size": world_size,
-        "precision": precision,
-        "jpeg_decode": jpeg_decode,
+        "precision": precision.get("used"),
+        "precision_requested": precision.get("requested"),
+        "precision_check_min_pearson": precision.get("first_batch_min_pearson"),
+        "jpeg_decode": None if on_gpu is None else ("gpu" if on_gpu else "cpu"),
+        "jpeg_decode_check_difference": jpeg_decode.get("first_batch_max_mean_difference"),
     }
 
 

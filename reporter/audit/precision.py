@@ -4,7 +4,8 @@ bf16 and fp16 make the pass faster on a GPU, but a map computed in low precision
 from the fp32 map (small gradients underflow, a softmax saturates). So the first batch is
 computed both ways and every map compared per image (Pearson correlation); when any falls
 below :data:`MIN_PEARSON` the run warns and goes on in fp32. What was asked, what ran and the
-lowest correlation are recorded in ``audit.json`` (``environment.precision``).
+lowest correlation are recorded in ``audit.json`` (``environment.precision``,
+``precision_requested``, ``precision_check_min_pearson``).
 """
 
 from __future__ import annotations
