@@ -467,6 +467,16 @@ def layers(
     default=None,
     help="An earlier bundle: say what changed since it (report, model card changelog).",
 )
+# scale (docs/scale.rst)
+@click.option(
+    "--workers", type=int, default=None, help="Data loader processes (default: from CPU count)."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default=None,
+    help="Autocast for the pass (GPU; checked against fp32 on the first batch).",
+)
 def audit(config_path: str | None, **options: Any) -> None:
     """Audit a model and write report.html, report.pdf and audit.json.
 
@@ -478,6 +488,9 @@ def audit(config_path: str | None, **options: Any) -> None:
     overrides = {k: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides)
     result = run_audit(config, argv=_audit_command(config_path, overrides))
+    if not result.paths:  # a process of a torchrun job other than rank 0
+        click.echo(f"Done: {result.summary}.")
+        return
     paths = ", ".join(str(p) for p in result.paths.values())
     click.echo(f"Audited {result.summary}. Wrote {paths} in {result.seconds:.1f} s.")
 

@@ -149,6 +149,10 @@ class AuditConfig:
         cache_dir: Where the demo caches trained checkpoints (``None`` = user cache).
         quiet: No progress bars.
         previous: An earlier audit bundle: the report and model card say what changed since.
+        workers: DataLoader worker processes (``None``: from the CPU count; 0 for images held
+            in memory).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast) for the stream pass's forward and
+            backward; checked against fp32 on the first batch.
         model_card: Model-card fields (see ``MODEL_CARD_FIELDS``).
         verdict: Thresholds and switches of the verdict rules (see ``VERDICT_FIELDS``); keys
             left out take their defaults.
@@ -188,6 +192,9 @@ class AuditConfig:
     cache_dir: str | None = None
     quiet: bool = False
     previous: str | None = None
+    # scale (docs/scale.rst): data loading and the precision of the stream pass
+    workers: int | None = field(default=None, metadata={"min": 0})
+    precision: str = "fp32"
     model_card: dict[str, Any] = field(default_factory=dict)
     verdict: dict[str, Any] = field(default_factory=dict, metadata={"table": VERDICT_FIELDS})
     signoff: dict[str, Any] = field(default_factory=dict, metadata={"table": SIGNOFF_FIELDS})
@@ -213,6 +220,8 @@ class AuditConfig:
             raise ReporterError("--format is empty; choose from html, pdf, json, modelcard.")
         if self.split not in ("all", "test"):
             raise ReporterError(f"split must be 'all' or 'test', got {self.split!r}.")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ReporterError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}.")
         if self.shortcut not in ("absent", "kept"):
             raise ReporterError(f"shortcut must be 'absent' or 'kept', got {self.shortcut!r}.")
         bad_card = [k for k in self.model_card if k not in MODEL_CARD_FIELDS]

@@ -19,8 +19,23 @@ from reporter.setup import Prepared
 __all__ = ["dataset_section", "environment_section", "model_section"]
 
 
-def environment_section(device: str) -> dict[str, Any]:
-    """Versions and hardware of the run."""
+def environment_section(
+    device: str,
+    world_size: int = 1,
+    precision: dict[str, Any] | None = None,
+    jpeg_decode: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Versions and hardware of the run (flat: the report's appendix shows each value).
+
+    ``world_size`` processes shared the stream pass. From ``precision`` (what ``--precision``
+    asked for and what ran, see :class:`~reporter.audit.precision.PrecisionGuard`) and
+    ``jpeg_decode`` (:mod:`reporter.data.gpu_decode`) come ``precision``,
+    ``precision_requested``, ``precision_check_min_pearson``, ``jpeg_decode`` (``gpu`` or
+    ``cpu``) and ``jpeg_decode_check_difference``; all ``None`` without maps.
+    """
+    precision = precision or {}
+    jpeg_decode = jpeg_decode or {}
+    on_gpu = jpeg_decode.get("jpeg_on_gpu")
     return {
         "reporter": __version__,
         "python": sys.version.split()[0],
@@ -30,7 +45,12 @@ def environment_section(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": device,
         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-        "world_size": 1,
+        "world_size": world_size,
+        "precision": precision.get("used"),
+        "precision_requested": precision.get("requested"),
+        "precision_check_min_pearson": precision.get("first_batch_min_pearson"),
+        "jpeg_decode": None if on_gpu is None else ("gpu" if on_gpu else "cpu"),
+        "jpeg_decode_check_difference": jpeg_decode.get("first_batch_max_mean_difference"),
     }
 
 

@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,10 @@ from reporter.bundle import REPORT_ID_EXCLUDES, SCHEMA_VERSION, Artifacts, repor
 from reporter.compare import Bundle, bundle_from_audit, load_bundle
 from reporter.compare.changes import changes_section
 from reporter.config import AuditConfig
+from reporter.distributed import Session, session
 from reporter.errors import ReporterError
 from reporter.metrics import classification_metrics
+from reporter.models import weights_sha256
 from reporter.nn.device import model_device
 from reporter.outdir import output_lock
 from reporter.report.writer import publish_audit
@@ -138,6 +140,7 @@ def assemble(
     timings: dict[str, float],
     shortcut_check: dict[str, Any] | None,
     argv: list[str],
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """``audit.json`` from the stage results (findings included)."""
     names = list(prep.bundle.class_names)
@@ -169,7 +172,9 @@ def assemble(
         "findings": [],
         "skipped": list(prep.bundle.skipped) + list(stream.predictions.skipped),
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "environment": environment_section(str(model_device(prep.loaded.model))),
+        "environment": environment_section(
+            str(model_device(prep.loaded.model)), world_size, stream.precision, stream.decode
+        ),
         "config": config.to_dict(),
         "command": shlex.join(argv) if argv else None,
         "model_card": dict(config.model_card),
@@ -191,6 +196,11 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
         config: The audit configuration.
         argv: The command line that started the run (recorded in the appendix).
 
+    Under torchrun (``WORLD_SIZE`` > 1) every process runs this: each audits its share of
+    the images, rank 0 merges the shares, runs the stages that need every image, writes the
+    bundle and returns its result; the other ranks return an :class:`AuditResult` with an
+    empty ``audit`` and no ``paths`` (docs/scale.rst).
+
     Returns:
         An :class:`AuditResult` with the context written to ``audit.json`` and the paths.
 
@@ -198,24 +208,30 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
         ReporterError: for bad input; nothing in ``config.out`` is changed then.
     """
     out = Path(config.out)
-    _check_output_folder(out)
-    # read before any work (a bad --previous is a one-line error) and before --out is
-    # replaced: --previous may be --out itself (a report refreshed in place)
-    previous = load_bundle(config.previous) if config.previous else None
-    # held for the whole run: a second audit into the same --out stops before doing any work
-    with output_lock(out):
-        return _run(config, out, argv or [], previous)
+    # under torchrun (WORLD_SIZE > 1) every process joins the group; only rank 0 touches --out
+    with session(config.device) as sess, ExitStack() as held:
+        previous: Bundle | None = None
+        with sess.stage("checking the output folder"):
+            if sess.is_main:
+                _check_output_folder(out)
+                # read before any work (a bad --previous is a one-line error) and before --out
+                # is replaced: --previous may be --out itself (a report refreshed in place)
+                previous = load_bundle(config.previous) if config.previous else None
+                # held for the whole run: a second audit into the same --out stops at once
+                held.enter_context(output_lock(out))
+        return _run(config, out, argv or [], sess, previous)
 
 
-def _run(
-    config: AuditConfig, out: Path, argv: list[str], previous: Bundle | None = None
-) -> AuditResult:
-    progress = not config.quiet
-    timer = Timer(announce=progress)
-    start = time.perf_counter()
-    torch.manual_seed(config.seed)
-    with timer("setup", "loading the model and data (training if needed)"):
-        prep = prepare(
+def _prepare(config: AuditConfig, sess: Session, progress: bool) -> Prepared:
+    """Load (or train) the model and the data on every process.
+
+    With several processes rank 0 goes first (it trains and caches the model when the audit
+    trains); the others wait, then load the cached model. All must then hold the same model
+    and the same test data.
+    """
+
+    def run(show: bool) -> Prepared:
+        return prepare(
             model=config.model,
             data=config.data,
             arch=config.arch,
@@ -232,12 +248,73 @@ def _run(
             spurious=config.spurious,
             shortcut=config.shortcut,
             cache_dir=config.cache_dir,
-            progress=progress,
+            progress=show,
         )
+
+    if not sess.distributed:
+        return run(progress)
+    prep: Prepared | None = None
+    with sess.stage("loading the model and data (process 0 trains if the audit trains)"):
+        if sess.is_main:
+            prep = run(progress)
+    with sess.stage("loading the model and data"):
+        if not sess.is_main:
+            prep = run(False)
+    assert prep is not None
+    _check_same_inputs(prep, sess)
+    return prep
+
+
+def _check_same_inputs(prep: Prepared, sess: Session) -> None:
+    """Every process must audit the same model on the same test data."""
+    test = prep.bundle.test
+    mine = {
+        "weights": weights_sha256(prep.loaded.model),
+        "data": test.fingerprint(),
+        "images": len(test),
+        "classes": list(prep.bundle.class_names),
+    }
+    everyone = sess.all_gather_object(mine, what="comparing the model and data")
+    for rank, theirs in enumerate(everyone):
+        if theirs["weights"] != everyone[0]["weights"]:
+            raise ReporterError(
+                f"Process {rank} loaded other model weights than process 0; give every process "
+                "the same --model file (or a --cache-dir all machines share when the audit "
+                "trains, or train once with `reporter train` and pass --model)."
+            )
+        if theirs["data"] != everyone[0]["data"] or theirs["images"] != everyone[0]["images"]:
+            raise ReporterError(
+                f"Process {rank} sees other test data than process 0 ({theirs['images']} vs "
+                f"{everyone[0]['images']} images); every machine needs the same --data."
+            )
+        if theirs["classes"] != everyone[0]["classes"]:
+            raise ReporterError(f"Process {rank} has other class names than process 0.")
+
+
+def _run(
+    config: AuditConfig,
+    out: Path,
+    argv: list[str],
+    sess: Session,
+    previous: Bundle | None = None,
+) -> AuditResult:
+    progress = not config.quiet and sess.is_main
+    timer = Timer(announce=progress)
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    with timer("setup", "loading the model and data (training if needed)"):
+        prep = _prepare(config, sess, progress)
     test = prep.bundle.test
     indices = audit_indices(len(test), test.labels, config.max_images, config.seed)
-    with timer("explain", f"predicting and explaining {len(indices)} images"):
-        stream = stream_pass(prep, config, indices, progress=progress)
+    shared = f" on {sess.world_size} processes" if sess.distributed else ""
+    with timer("explain", f"predicting and explaining {len(indices)} images{shared}"):
+        stream = stream_pass(prep, config, indices, progress=progress, session=sess)
+    if stream is None:  # not rank 0: its share is merged there, and it writes nothing
+        summary = (
+            f"process {sess.rank} of {sess.world_size}: its share of the {len(indices)} images "
+            "is merged on process 0, which writes the report"
+        )
+        return AuditResult({}, {}, time.perf_counter() - start, summary)
     if len(stream.predictions.labels) == 0:
         raise ReporterError(
             f"None of the {len(indices)} test images could be read; see the reasons with "
@@ -268,6 +345,7 @@ def _run(
         timings=timer.seconds,
         shortcut_check=check,
         argv=argv,
+        world_size=sess.world_size,
     )
     if previous is not None:
         with timer("compare", f"comparing with the previous audit in {previous.path}"):

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,9 @@ __all__ = [
     "ImageDataset",
     "TensorImageDataset",
     "collate",
+    "default_workers",
     "display_name",
+    "loader_workers",
     "make_loader",
 ]
 
@@ -59,6 +62,11 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (DataLoader's ``pin_memory=True`` calls this)."""
+        images = self.images.pin_memory() if self.images.numel() else self.images
+        return Batch(images, self.labels.pin_memory(), self.indices.pin_memory(), self.skipped)
 
 
 class ImageDataset(Dataset):
@@ -241,8 +249,14 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     indices: Sequence[int] | None = None,
+    pin_memory: bool = False,
+    collate_fn: Callable[[list], Any] = collate,
 ) -> DataLoader:
-    """A DataLoader yielding :class:`Batch` objects (seeded when shuffling)."""
+    """A DataLoader yielding :class:`Batch` objects (seeded when shuffling).
+
+    ``pin_memory`` (for a CUDA model) puts batches in page-locked memory so that copies to
+    the GPU can overlap the next batch's loading.
+    """
     if indices is not None:
         dataset = torch.utils.data.Subset(dataset, list(indices))
     generator = torch.Generator().manual_seed(seed) if shuffle else None
@@ -252,6 +266,46 @@ def make_loader(
         shuffle=shuffle,
         generator=generator,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         persistent_workers=False,
+        pin_memory=pin_memory,
     )
+
+
+MAX_AUTO_WORKERS = 8
+"""Most loader processes ``--workers`` chooses on its own."""
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(dataset: Dataset, *, cpus: int | None = None, processes: int = 1) -> int:
+    """Loader processes for ``--workers`` left unset.
+
+    Images held in memory (digits, shapes) need none: a worker would only copy tensors. Image
+    files get one worker per CPU core this process may use, less one for the model, shared
+    among the ``processes`` of the machine (``LOCAL_WORLD_SIZE`` under torchrun), at most
+    :data:`MAX_AUTO_WORKERS`.
+    """
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    if isinstance(base, TensorImageDataset):
+        return 0
+    cpus = available_cpus() if cpus is None else cpus
+    share = cpus // max(1, processes)
+    return max(0, min(MAX_AUTO_WORKERS, share - 1))
+
+
+def loader_workers(workers: int | None, dataset: Dataset) -> int:
+    """``--workers`` as given, or :func:`default_workers` for this machine's processes."""
+    if workers is not None:
+        return workers
+    try:
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        processes = 1
+    return default_workers(dataset, processes=processes)

@@ -128,7 +128,9 @@ class TopKActivations:
         values = torch.cat([self.values, best.T.float().cpu()], dim=1)
         cand_idx = torch.cat([self.indices, idx[None].expand(n, b)], dim=1)
         cand_pos = torch.cat([self.positions, pos.T.cpu()], dim=1)
-        keep = values.topk(min(self.k, values.shape[1]), dim=1).indices
+        # stable: among equal values the earlier candidate (kept before new, then batch order)
+        # wins, so the images kept do not depend on how the data was split (distributed runs)
+        keep = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
         self.values = values.gather(1, keep)
         self.indices = cand_idx.gather(1, keep)
         self.positions = cand_pos.gather(1, keep)
