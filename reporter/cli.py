@@ -698,7 +698,8 @@ def _summary_json(result: Any) -> dict[str, Any]:
         "accuracy": audit["metrics"]["accuracy"],
         "images": audit["dataset"]["audited_images"],
         "findings": [
-            {"id": f.get("id"), "severity": f.get("severity")} for f in audit.get("findings", [])
+            {"id": f.get("id"), "severity": f.get("severity")} if isinstance(f, dict) else f
+            for f in audit.get("findings", [])
         ],
         "preprocessing": audit.get("preprocessing"),
         "paths": {kind: str(path) for kind, path in result.paths.items()},

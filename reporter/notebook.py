@@ -136,6 +136,8 @@ def audit_result_html(result: Any) -> str:
     items = "".join(
         f"<li><b>{html.escape(str(f.get('severity')))}</b>: {html.escape(str(f.get('statement')))}"
         "</li>"
+        if isinstance(f, dict)
+        else f"<li>{html.escape(str(f))}</li>"
         for f in findings[:5]
     )
     links = " · ".join(

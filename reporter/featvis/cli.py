@@ -448,7 +448,7 @@ def _check_channels(channels: Sequence[int], n_channels: int, layer: str) -> Non
 @click.option("--arch", default=None, help="Architecture, for a checkpoint of bare weights.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow loading a pickled full model.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet/--no-quiet", default=False, help="No progress bars.")
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Folder for PNGs and JSON."
 )

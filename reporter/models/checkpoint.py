@@ -255,8 +255,8 @@ def match_state_dict(
     ``model.`` or another attribute name (a Lightning module), ``_orig_mod.`` (torch.compile),
     or several of them. Instead of a fixed list, the prefixes are found by matching the
     checkpoint's keys against the model's: a prefix to strip (and, for a model that is itself a
-    wrapper, one to add) is accepted when afterwards every key of the model is present. Keys
-    outside the prefix (a Lightning module's loss or metric buffers) are then left out.
+    wrapper, one to add) is accepted when the keys under it become exactly the model's keys.
+    Keys outside the prefix (a Lightning module's loss or metric buffers) are then left out.
 
     Returns:
         ``(state with the model's keys, a note saying what was renamed)``, or ``(state, None)``
@@ -267,17 +267,18 @@ def match_state_dict(
     if set(want) <= set(have):
         return state, None
     best: tuple[int, str, str] | None = None
-    for strip, add in _candidate_prefixes(have, want):
+    for strip, add in sorted(_candidate_prefixes(have, want)):
         renamed = {add + k[len(strip) :] for k in have if k.startswith(strip)}
-        if set(want) <= renamed:
-            extra = len(renamed) - len(want)
-            if best is None or extra < best[0]:
-                best = (extra, strip, add)
+        # every key under the prefix must be the model's: a bigger model's extra blocks
+        # are not silently dropped (only keys outside the prefix, a loss's buffers, are)
+        if renamed == set(want):
+            outside = len(have) - len(renamed)
+            if best is None or outside < best[0]:
+                best = (outside, strip, add)
     if best is None:
         return state, None
     _, strip, add = best
     out = {add + k[len(strip) :]: v for k, v in state.items() if k.startswith(strip)}
-    out = {k: v for k, v in out.items() if k in set(want)}
     dropped = len(state) - len(out)
     parts = []
     if strip:
@@ -361,21 +362,27 @@ def _make_meta(
     )
 
 
-def _unpickle_error(path: Path, exc: BaseException) -> str:
-    """One line for a pickled model whose code cannot be found here, with the fix."""
+def _unpickle_error(path: Path, exc: BaseException, first_global: str | None) -> str:
+    """One line for a pickled model whose code cannot be found here, with the fix.
+
+    ``first_global`` is the ``module.Class`` the safe loader refused first (the model's class).
+    """
     text = _first_line(exc)
     found = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", text)
-    if found or isinstance(exc, (ModuleNotFoundError, AttributeError)):
-        what = f"its class {found.group(1)} (module {found.group(2)})" if found else "its class"
-        module = found.group(2) if found else "your_module"
-        name = found.group(1) if found else "YourModel"
-        if module == "__main__":
-            module = "your_module"
+    if found:
+        module, name = found.group(2), found.group(1)
+    elif first_global and "." in first_global:
+        module, _, name = first_global.rpartition(".")
+    else:
+        module, name = "", ""
+    if isinstance(exc, (ModuleNotFoundError, AttributeError, ImportError)) or found:
+        what = f"its class {name} (module {module})" if name else "its class"
+        arch = f"{'your_module' if module in ('', '__main__') else module}:{name or 'YourModel'}"
         return (
             f"{path} is a pickled model and {what} cannot be imported here ({text}). Save the "
             "weights instead with reporter.models.save_checkpoint(path, model, "
-            f'ModelMeta(arch="{module}:{name}", ...)) or torch.save(model.state_dict(), path) '
-            f"and pass --arch {module}:{name}; or make that module importable here."
+            f'ModelMeta(arch="{arch}", ...)) or torch.save(model.state_dict(), path) and pass '
+            f"--arch {arch}; or make that module importable here."
         )
     return (
         f"{path} could not be unpickled even with --trust-checkpoint "
@@ -398,10 +405,13 @@ def _torch_load_safe(path: Path, trust_checkpoint: bool) -> Any:
                 f"torch.save(model)), not just weights. Refusing to load it. {_TRUST_HINT}"
             ) from None
         log.warning("loading %s with full unpickling (--trust-checkpoint)", path)
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:  # noqa: BLE001 - any failure of a user's pickle is bad input
-            raise ReporterError(_unpickle_error(path, exc2)) from None
+            raise ReporterError(
+                _unpickle_error(path, exc2, refused.group(1) if refused else None)
+            ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to read a user's file is bad input
         raise ReporterError(_not_a_checkpoint(path, exc)) from None
 
