@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["interactive", "progress_bar", "stage_line"]
+__all__ = ["interactive", "progress_bar", "stage_line", "step_progress"]
 
 T = TypeVar("T")
 
@@ -51,3 +52,26 @@ def progress_bar(
         return
     with tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, **kw) as bar:
         yield from bar
+
+
+@contextmanager
+def step_progress(
+    desc: str, *, total: int, enabled: bool = True, unit: str = "step"
+) -> Iterator[Callable[..., None]]:
+    """A callback that advances a bar by one per call (``render(progress=...)`` style), for a
+    stage that is not a loop over an iterable. Off a terminal: one line when it ends."""
+    if not enabled:
+        yield lambda *_: None
+        return
+    if not interactive():
+        count = [0]
+        start = time.perf_counter()
+
+        def tick(*_: object) -> None:
+            count[0] += 1
+
+        yield tick
+        stage_line(f"{desc}: {count[0]} {unit}s in {time.perf_counter() - start:.1f} s")
+        return
+    with tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True) as bar:
+        yield lambda *_: bar.update(1)

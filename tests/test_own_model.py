@@ -367,6 +367,7 @@ def test_64px_resnet18_audit_from_the_stated_input_size(r18: dict[str, Path], tm
     assert audit["explanations"]["layer_choice"].startswith("layer2.1 (8x8 grid)")
     html = (out / "report.html").read_text()
     assert "<th>Preprocessing</th><td>64x64 RGB, resize cover" in html
+    assert "auto</span>: layer2.1 (8x8 grid)" in html
     toml = tomllib.loads((out / "audit.toml").read_text())
     assert toml["weights_sha256"] == audit["model"]["sha256"]
     assert toml["input_size"] == 64 and toml["mean"] == MEAN

@@ -279,7 +279,18 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     if bundle is not None:
         from reporter.data.transforms import Preprocess
 
-        bundle.set_transform(Preprocess(input_size, in_channels, meta.mean, meta.std))
+        bundle.set_transform(
+            Preprocess(
+                input_size,
+                in_channels,
+                meta.mean,
+                meta.std,
+                resize=meta.resize,
+                crop=meta.crop,
+                channel_order=meta.channel_order,
+                grayscale=meta.grayscale,
+            )
+        )
         top = TopKActivations(layer, None if opts.channels is None else opts.channels, opts.top_k)
         if opts.top_for_class is not None:
             relevance = ClassChannelRelevance(len(bundle.class_names), n_channels)
