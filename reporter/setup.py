@@ -187,6 +187,14 @@ def prepare(
         notes += align_classes(loaded, bundle)
     elif checkpoint is None:
         arch_name = model or arch or "gapnet"
+        ignored = sorted(k for k in stated if k != "input_size")
+        if ignored:
+            log.warning(
+                "the audit trains %s itself, which sets its own preprocessing; %s ignored "
+                "(state them for a model you bring with --model)",
+                arch_name,
+                ", ".join(ignored),
+            )
         size = (input_size, input_size) if input_size else None
         cfg = TrainConfig(
             arch=arch_name,
