@@ -538,3 +538,20 @@ def test_progress_is_one_line_per_stage_off_a_terminal(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("reporter: explain: 5 batches in ")
     assert "\r" not in err
+
+
+def test_no_quiet_undoes_a_configs_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reporter.audit
+
+    seen: list[AuditConfig] = []
+
+    def fake_run(config: AuditConfig, argv: list[str] | None = None) -> None:
+        seen.append(config)
+        raise ReporterError("stopped before running")
+
+    monkeypatch.setattr(reporter.audit, "run_audit", fake_run)
+    path = tmp_path / "c.toml"
+    path.write_text("quiet = true\n", encoding="utf-8")
+    for flags, quiet in (([], True), (["--no-quiet"], False), (["-q"], True)):
+        result = CliRunner().invoke(cli, ["audit", "--config", str(path), *flags])
+        assert result.exit_code == 2 and seen[-1].quiet is quiet, flags
