@@ -12,6 +12,13 @@ Prints stage times, the share of the render stage (goal < 20 %), the memory rati
 bundle size (per 1,000 images).
 
     python benchmarks/bench_audit.py [--skip-demo] [--out /tmp/bench-audit]
+
+``--resnet18 N`` instead times the default audit (every default setting) of a torchvision
+resnet18 at 224 px on N images (a state_dict with seeded weights; 10 class folders of seeded
+224 px PNGs) and prints the split per stage, each stage's share and the ratio of the wall time
+to the 5-minute budget (goal <= 1.0):
+
+    python benchmarks/bench_audit.py --resnet18 500
 """
 
 from __future__ import annotations
@@ -82,6 +89,45 @@ def run(args: list[str]) -> dict:
     }
 
 
+def resnet18_case(base: Path, n: int) -> None:
+    """The default audit of a resnet18 at 224 px on ``n`` images, split per stage."""
+    import torch
+    import torchvision
+
+    folder = base / f"r18-folder-{n}"
+    if not (folder.exists() and sum(1 for _ in folder.rglob("*.png")) == n):
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            c = i % 10
+            (folder / f"class{c}").mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
+            pixels[c * 20 : c * 20 + 40, :, :] //= 2  # a class-dependent band
+            Image.fromarray(pixels).save(folder / f"class{c}" / f"{i:05d}.png")
+    weights = base / "resnet18-224.pth"
+    if not weights.exists():
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+    r = run(
+        [
+            "--model",
+            str(weights),
+            "--arch",
+            "resnet18",
+            "--input-size",
+            "224",
+            "--data",
+            str(folder),
+            "--out",
+            str(base / f"r18-out-{n}"),
+        ]
+    )
+    show(f"resnet18 at 224 px, {n} images, default settings", r)
+    total = r["wall"]
+    for stage, seconds in sorted(r["timings"].items(), key=lambda kv: -kv[1]):
+        print(f"  {stage:<10} {seconds:7.1f} s  {seconds / total:6.1%}")
+    print(f"wall / 300 s budget: {total / 300:.2f} (goal <= 1.0)")
+
+
 def show(name: str, r: dict) -> None:
     t = r["timings"]
     total = r["wall"]
@@ -105,9 +151,15 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="200,2000,5000", help="folder sizes; memory is compared with the first"
     )
+    parser.add_argument(
+        "--resnet18", type=int, default=None, metavar="N", help="time a resnet18 at 224 px"
+    )
     args = parser.parse_args()
     base = Path(args.out)
     base.mkdir(parents=True, exist_ok=True)
+    if args.resnet18:
+        resnet18_case(base, args.resnet18)
+        return
     if not args.skip_demo:
         show("demo (make report)", run(["--out", str(base / "demo")]))
     ckpt = base / "digits.pt"
@@ -138,7 +190,7 @@ def main() -> None:
                 str(folder),
                 "--out",
                 str(base / f"out-{n}"),
-                "--format",
+                "--formats",
                 "json",
             ]
         )

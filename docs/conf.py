@@ -53,6 +53,10 @@ autodoc_preserve_defaults = True
 # No network: no intersphinx, no remote images.
 suppress_warnings: list[str] = []
 
+# Quotes and ellipses only: "--model" in the CLI reference must stay two hyphens, not an en
+# dash ("-" "-" -> "–" is docutils' default "smart" dash).
+smartquotes_action = "qe"
+
 
 def _substitutions() -> str:
     """``|name|`` substitutions for numbers the prose quotes, read from the code itself."""
@@ -112,3 +116,26 @@ def _render_example_pages() -> None:
 
 
 _render_example_pages()
+
+
+def setup(app):
+    """Furo draws its own "On this page" table of contents beside every page and shows a red
+    "ERROR: Adding a table of contents" box for each ``.. contents::`` directive: the directive
+    is kept in the sources (it reads well on GitHub) and renders as nothing here."""
+    from docutils.parsers.rst import Directive, directives
+
+    class NoContents(Directive):
+        optional_arguments = 1
+        final_argument_whitespace = True
+        option_spec = {  # noqa: RUF012 - docutils' API
+            "local": directives.flag,
+            "depth": directives.nonnegative_int,
+            "backlinks": directives.unchanged,
+            "class": directives.class_option,
+        }
+
+        def run(self):
+            return []
+
+    app.add_directive("contents", NoContents, override=True)
+    return {"parallel_read_safe": True}

@@ -5,6 +5,7 @@ The Python API (importable without click):
 - :func:`reporter.load_model` loads a checkpoint, TorchScript file or builds an architecture.
 - :func:`reporter.run_audit` runs the whole audit from an :class:`reporter.config.AuditConfig`.
 - :class:`reporter.explain.CamEngine` computes class activation maps.
+- :func:`reporter.overlay` draws a map over an image.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 
 from reporter._version import __version__
 
-__all__ = ["__version__", "load_model", "run_audit"]
+__all__ = ["__version__", "load_model", "overlay", "run_audit"]
+
+
+def overlay(image: Any, saliency: Any, cmap: str = "viridis", alpha: float = 0.55):
+    """A saliency map blended over an image, ``[H, W, 3]`` uint8 (see
+    :func:`reporter.display.overlay`)."""
+    from reporter.display import overlay as _overlay
+
+    return _overlay(image, saliency, cmap=cmap, alpha=alpha)
 
 
 def load_model(path_or_name: str, **kwargs: Any):
@@ -36,19 +45,61 @@ def load_model(path_or_name: str, **kwargs: Any):
     return _load(path_or_name, **kwargs)
 
 
-def run_audit(config: Any):
+def run_audit(
+    config: Any = None,
+    *,
+    model: Any = None,
+    preprocess: Any = None,
+    classes: Any = None,
+    argv: list[str] | None = None,
+    **options: Any,
+):
     """Run an audit and write the report files.
 
     Args:
-        config: A :class:`reporter.config.AuditConfig` (``AuditConfig()`` is the digits demo).
+        config: A :class:`reporter.config.AuditConfig` (``None`` or ``AuditConfig()`` is the
+            digits demo).
+        model: An in-memory ``torch.nn.Module`` to audit instead of ``config.model`` (a
+            notebook needs no file). Left on its device; its train/eval modes are restored.
+        preprocess: With ``model``: a :class:`reporter.data.Preprocess`, a dict of its
+            keywords (``input_size``, ``mean``, ``std``, ``resize``, ``crop``,
+            ``channel_order``, ``grayscale``) or a torchvision ``Compose`` of Resize /
+            CenterCrop / ToTensor / Normalize. Without it, 224 px and the ImageNet mean / std
+            are assumed, and the report says so.
+        classes: With ``model``: one class name per output (default: the data's names).
+        argv: The command line that started the run (recorded in the appendix).
+        **options: :class:`~reporter.config.AuditConfig` fields that replace ``config``'s
+            (``data="path/to/images"``, ``out="report"`` ...).
 
     Returns:
         A :class:`reporter.audit.AuditResult`: ``.audit`` (the audit.json context),
-        ``.paths`` (written files by format), ``.seconds`` and ``.summary``.
+        ``.paths`` (written files by format), ``.seconds`` and ``.summary``. In Jupyter it
+        displays itself (verdict, numbers, preprocessing).
 
     Raises:
         reporter.errors.ReporterError: for bad input; nothing in ``config.out`` changes then.
     """
-    from reporter.audit import run_audit as _run
+    from dataclasses import fields
 
-    return _run(config)
+    from reporter.audit import run_audit as _run
+    from reporter.config import AuditConfig
+    from reporter.errors import ReporterError
+
+    unknown = sorted(set(options) - {f.name for f in fields(AuditConfig)})
+    if unknown:
+        raise ReporterError(f"run_audit() got an unknown option {unknown[0]!r}.")
+    if config is None:
+        config = AuditConfig(**options)
+    elif options:
+        config = config.replace(**options)
+    loaded = None
+    if model is not None:
+        from reporter.models.inmemory import from_module
+
+        loaded = from_module(model, preprocess=preprocess, classes=classes)
+    elif preprocess is not None or classes is not None:
+        raise ReporterError(
+            "preprocess= and classes= describe an in-memory model= ; for a checkpoint, state "
+            "the preprocessing in the config (input_size, mean, std, resize, crop ...)."
+        )
+    return _run(config, argv=argv, model=loaded)

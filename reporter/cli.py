@@ -136,15 +136,83 @@ class IntRange(click.ParamType):
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    if verbose == 0 and not quiet:
-        level = logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    """Warnings from everyone; ``-v`` / ``-vv`` raise only reporter's own loggers to info /
+    debug (never matplotlib's font manager or PIL's); ``-q`` keeps reporter's warnings."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    own = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.getLogger("reporter").setLevel(logging.WARNING if quiet and not verbose else own)
 
 
-@click.group(cls=ReporterGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _verbosity_callback(ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    """A subcommand's ``-v`` adds to the group's (``reporter -v audit -v`` = ``-vv``)."""
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    total = int(root.obj.get("verbose", 0)) + int(value or 0)
+    if value:
+        root.obj["verbose"] = total
+        _setup_logging(total, quiet=False)
+    return total
+
+
+def _quiet_callback(ctx: click.Context, _param: click.Parameter, value: bool | None) -> Any:
+    if value:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        _setup_logging(int(root.obj.get("verbose", 0)), quiet=True)
+    return value
+
+
+VERBOSE_HELP = "More log output: -v info, -vv debug (reporter's own loggers only)."
+QUIET_HELP = "No progress bars or stage lines; --no-quiet undoes a config's quiet = true."
+
+
+def _add_conventions(command: click.Command) -> None:
+    """Give a subcommand ``-v/--verbose`` and ``-q/--quiet/--no-quiet`` when it lacks them
+    (the commands of every engineer follow the same conventions)."""
+    names = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    if "-v" not in names and "--verbose" not in names:
+        command.params.append(
+            click.Option(
+                ["-v", "--verbose"],
+                count=True,
+                show_default=False,
+                expose_value=False,
+                callback=_verbosity_callback,
+                help=VERBOSE_HELP,
+            )
+        )
+    if "-q" not in names and "--quiet" not in names:
+        command.params.append(
+            click.Option(
+                ["-q", "--quiet/--no-quiet"],
+                default=None,
+                expose_value=False,
+                callback=_quiet_callback,
+                help=QUIET_HELP,
+            )
+        )
+
+
+def _quiet_option(default: bool | None = False):
+    """``-q/--quiet/--no-quiet`` for a command that turns its progress bars off itself."""
+    return click.option(
+        "-q",
+        "--quiet/--no-quiet",
+        default=default,
+        show_default=default is not None,
+        callback=_quiet_callback,
+        help=QUIET_HELP,
+    )
+
+
+@click.group(
+    cls=ReporterGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.version_option(__version__, prog_name="reporter")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True, show_default=False, help=VERBOSE_HELP)
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
     """Audit a PyTorch image classifier and write a report people can read.
@@ -156,15 +224,118 @@ def cli(ctx: click.Context, verbose: int) -> None:
     _setup_logging(verbose, quiet=False)
 
 
+class Numbers(click.ParamType):
+    """Comma-separated numbers (``0.485,0.456,0.406``), checked like the config key ``key``."""
+
+    name = "numbers"
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
+        from reporter.config import check_value
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return check_value(self.key, value)
+        except ReporterError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Fraction(click.ParamType):
+    """The centre-crop fraction: a number in (0, 1]."""
+
+    name = "fraction"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from reporter.config import check_value
+
+        try:
+            return check_value("crop", float(value) if isinstance(value, str) else value)
+        except (ValueError, ReporterError) as exc:
+            self.fail(f"{value!r} is not a crop fraction: {exc}", param, ctx)
+
+
+def _preprocessing_options(f):
+    """The stated preprocessing: --input-size, --resize, --crop, --mean, --std,
+    --channel-order, --grayscale (``None`` = not stated: from the checkpoint, else defaults)."""
+    f = click.option(
+        "--grayscale/--no-grayscale",
+        default=None,
+        show_default="from the checkpoint, else no",
+        help="Make images grey before the model sees them.",
+    )(f)
+    f = click.option(
+        "--channel-order",
+        type=click.Choice(["rgb", "bgr"]),
+        default=None,
+        show_default="from the checkpoint, else rgb",
+        help="Channel order the model was trained with.",
+    )(f)
+    f = click.option(
+        "--std",
+        type=Numbers("std"),
+        default=None,
+        show_default="from the checkpoint, else ImageNet's",
+        help="Normalisation std, one value or one per channel: 0.229,0.224,0.225.",
+    )(f)
+    f = click.option(
+        "--mean",
+        type=Numbers("mean"),
+        default=None,
+        show_default="from the checkpoint, else ImageNet's",
+        help="Normalisation mean, one value or one per channel (model's channel order).",
+    )(f)
+    f = click.option(
+        "--crop",
+        type=Fraction(),
+        default=None,
+        show_default="from the checkpoint, else 1",
+        help="Centre-crop fraction in (0, 1]: 0.875 = resize to 256, crop 224.",
+    )(f)
+    f = click.option(
+        "--resize",
+        type=click.Choice(["cover", "stretch"]),
+        default=None,
+        show_default="from the checkpoint, else cover",
+        help="cover: keep the aspect ratio and centre-crop; stretch: scale each side.",
+    )(f)
+    return f
+
+
+def _stated(options: dict[str, Any]) -> dict[str, Any]:
+    """Pop the preprocessing options into the ``preprocessing`` dict of :func:`prepare`."""
+    keys = ("resize", "crop", "mean", "std", "channel_order", "grayscale")
+    out = {k: options.pop(k, None) for k in keys}
+    for key in ("mean", "std"):
+        if out[key] is not None:
+            out[key] = list(out[key])
+    return out
+
+
 def _model_options(f):
-    f = click.option("--arch", default=None, help="Architecture of a bare state_dict.")(f)
+    f = _preprocessing_options(f)
+    f = click.option(
+        "--arch",
+        default=None,
+        show_default="from the checkpoint",
+        help="Architecture of a bare state_dict: a torchvision name, timm:NAME or "
+        "package.module:factory.",
+    )(f)
     f = click.option(
         "--trust-checkpoint",
         is_flag=True,
         help="Allow loading a pickled model object (runs code from the file; trusted files only).",
     )(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")(f)
-    f = click.option("--input-size", type=int, default=None, help="Model input side in pixels.")(f)
+    f = click.option(
+        "--input-size",
+        type=click.IntRange(min=1),
+        default=None,
+        show_default="from the checkpoint, else 224",
+        help="Model input side in pixels.",
+    )(f)
     return f
 
 
@@ -194,7 +365,7 @@ def _model_options(f):
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(), default="model.pt", show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_quiet_option()
 def train(
     data: str,
     train_data: str | None,
@@ -244,7 +415,7 @@ def train(
     if train_split is None:  # run_train has raised already; this tells the type checker
         raise ReporterError("Training needs a training split (--data FOLDER or --train-data).")
     meta = result.loaded.meta
-    bundle.set_transform(Preprocess(meta.input_size, meta.channels, meta.mean, meta.std))
+    bundle.set_transform(Preprocess.from_meta(meta))
     preds = predict(result.loaded.model, bundle.test, device=dev, progress=not quiet)
     metrics = classification_metrics(preds.probs, preds.labels, bundle.class_names)
     meta.extra["test_accuracy"] = metrics["accuracy"]
@@ -295,7 +466,7 @@ def _format_metrics(metrics: dict[str, Any], class_names: list[str]) -> str:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--seed", type=Seed(), default=0, show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_quiet_option()
 @_model_options
 def predict(
     model: str,
@@ -309,8 +480,10 @@ def predict(
     trust_checkpoint: bool,
     device: str,
     input_size: int | None,
+    **preprocessing: Any,
 ) -> None:
     """Predict over a data set and print accuracy, per-class metrics and calibration."""
+    from reporter.data.transforms import size_mismatch_hint
     from reporter.metrics import classification_metrics
     from reporter.nn.device import model_device
     from reporter.predict import predict as run_predict
@@ -326,6 +499,7 @@ def predict(
         device=device,
         input_size=input_size,
         progress=not quiet,
+        preprocessing=_stated(preprocessing),
     )
     preds = run_predict(
         prep.loaded.model,
@@ -340,6 +514,16 @@ def predict(
     )
     skipped = prep.bundle.skipped + preds.skipped
     metrics["skipped"] = skipped
+    metrics["preprocessing"] = prep.preprocess.describe()
+    hint = size_mismatch_hint(
+        int((preds.preds == preds.labels).sum()),
+        len(preds.labels),
+        len(names),
+        prep.bundle.input_size,
+        prep.loaded.meta.input_size,
+    )
+    if hint:
+        log.warning(hint)
     if json_out == "-":
         click.echo(json.dumps(metrics, indent=2))
         return
@@ -372,12 +556,13 @@ def layers(
     trust_checkpoint: bool,
     device: str,
     input_size: int | None,
+    **preprocessing: Any,
 ) -> None:
     """List the model's layers with output shapes; '*' marks layers usable for CAMs."""
     import torch
 
     from reporter.models import load_model
-    from reporter.nn.layers import auto_layer, trace_layers
+    from reporter.nn.layers import auto_layer_choice, trace_layers
 
     loaded = load_model(
         model,
@@ -386,6 +571,7 @@ def layers(
         channels=channels,
         input_size=(input_size, input_size) if input_size else None,
         trust_checkpoint=trust_checkpoint,
+        **_stated(preprocessing),
     )
     if not loaded.hookable:
         raise ReporterError(
@@ -396,10 +582,10 @@ def layers(
     sample = torch.zeros(1, meta.channels, *meta.input_size)
     infos = trace_layers(loaded.model, sample)
     leaves = {n for n, m in loaded.model.named_modules() if not any(True for _ in m.children())}
-    auto = auto_layer(infos)
+    auto, why = auto_layer_choice(infos)
     click.echo(
         f"{meta.arch}: input {meta.channels}x{meta.input_size[0]}x{meta.input_size[1]}, "
-        f"{meta.num_classes} classes. '*' = usable for CAMs; auto = {auto}"
+        f"{meta.num_classes} classes. '*' = usable for CAMs; auto = {why}"
     )
     width = max(len(i.name) for i in infos)
     for info in infos:
@@ -418,14 +604,14 @@ def layers(
 @cli.command()
 @click.option("--model", default=None, help="Checkpoint path, or an architecture to train.")
 @click.option("--arch", default=None, help="Architecture of a bare state_dict / to train.")
-@click.option("--data", default=None, help="digits (default), shapes, shapes-spurious or a folder.")
+@click.option("--data", default=None, help="digits, shapes, shapes-spurious or a folder.")
 @click.option("--train-data", type=click.Path(), default=None)
 @click.option("--test-data", type=click.Path(), default=None)
 @click.option(
     "--split",
     type=click.Choice(["all", "test"]),
     default=None,
-    help="With --model and a folder: audit all images (default) or the test split.",
+    help="With --model and a folder: audit all images or the test split.",
 )
 @click.option("--masks", type=click.Path(), default=None, help="Object masks folder.")
 @click.option("--methods", default=None, help="Comma-separated CAM methods.")
@@ -435,11 +621,19 @@ def layers(
 @click.option("--featvis-steps", type=int, default=None, help="Optimisation steps.")
 @click.option("--samples-per-class", type=int, default=None, help="Images per gallery row.")
 @click.option("--trust-samples", type=int, default=None, help="Images for the trust metrics.")
-@click.option("--format", "formats", default=None, help="html,pdf,json[,modelcard].")
-@click.option("--out", default=None, help="Output folder (default: report).")
+@click.option(
+    "--formats",
+    "--format",
+    "formats",
+    default=None,
+    help="Comma-separated: html,pdf,json,modelcard.",
+)
+@click.option("--out", default=None, help="Output folder.")
 @click.option("--config", "config_path", type=click.Path(), default=None, help="TOML config.")
 @click.option("--template-dir", type=click.Path(), default=None, help="Override templates.")
-@click.option("--colormap", default=None, help="Heatmap colormap (default viridis).")
+@click.option(
+    "--colormap", default=None, help="Heatmap colormap (colour-blind safe: viridis, cividis)."
+)
 @click.option("--pdf-variant", default=None, help="PDF variant, e.g. pdf/a-3b or pdf/ua-1.")
 @click.option("--device", default=None, help="auto, cpu, cuda.")
 @click.option("--seed", type=int, default=None)
@@ -447,7 +641,8 @@ def layers(
 @click.option("--lr", type=float, default=None, help="Training learning rate if it trains.")
 @click.option("--batch-size", type=int, default=None, help="Batch size (training and audit).")
 @click.option("--top-k", type=int, default=None, help="Top-activating examples per channel.")
-@click.option("--input-size", type=int, default=None)
+@click.option("--input-size", type=int, default=None, help="Model input side in pixels.")
+@_preprocessing_options
 @click.option("--trust-checkpoint", is_flag=True, default=None)
 @click.option("--spurious", type=float, default=None, help="shapes: background shortcut P.")
 @click.option(
@@ -457,7 +652,7 @@ def layers(
     help="shapes test split: shortcut absent or kept.",
 )
 @click.option("--max-images", type=int, default=None, help="Audit at most N test images.")
-@click.option("--quiet", is_flag=True, default=None, help="No progress bars.")
+@_quiet_option(default=None)
 @click.option(
     "--cache-dir", type=click.Path(), default=None, help="Where trained models are cached."
 )
@@ -477,7 +672,15 @@ def layers(
     default=None,
     help="Autocast for the pass (GPU; checked against fp32 on the first batch).",
 )
-def audit(config_path: str | None, **options: Any) -> None:
+@click.option(
+    "--json",
+    "json_out",
+    default=None,
+    show_default="not written",
+    help="Write the run's summary as JSON to this path ('-' for stdout; the line for people "
+    "then goes to stderr).",
+)
+def audit(config_path: str | None, json_out: str | None, **options: Any) -> None:
     """Audit a model and write report.html, report.pdf and audit.json.
 
     With no arguments: train (or reuse) gapnet on the digits data and audit it.
@@ -485,6 +688,9 @@ def audit(config_path: str | None, **options: Any) -> None:
     from reporter.audit import run_audit
     from reporter.config import load_config
 
+    for key in ("mean", "std"):
+        if options.get(key) is not None:
+            options[key] = list(options[key])
     overrides = {k: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides)
     result = run_audit(config, argv=_audit_command(config_path, overrides))
@@ -492,7 +698,33 @@ def audit(config_path: str | None, **options: Any) -> None:
         click.echo(f"Done: {result.summary}.")
         return
     paths = ", ".join(str(p) for p in result.paths.values())
-    click.echo(f"Audited {result.summary}. Wrote {paths} in {result.seconds:.1f} s.")
+    line = f"Audited {result.summary}. Wrote {paths} in {result.seconds:.1f} s."
+    click.echo(line, err=json_out == "-")
+    if json_out:
+        text = json.dumps(_summary_json(result), indent=2)
+        if json_out == "-":
+            click.echo(text)
+        else:
+            Path(json_out).write_text(text + "\n", encoding="utf-8")
+
+
+def _summary_json(result: Any) -> dict[str, Any]:
+    """What ``audit --json`` prints: the numbers a CI job acts on, and where the files are."""
+    audit = result.audit
+    verdict = audit.get("verdict") or {}
+    return {
+        "summary": result.summary,
+        "verdict": verdict.get("level") if isinstance(verdict, dict) else verdict,
+        "accuracy": audit["metrics"]["accuracy"],
+        "images": audit["dataset"]["audited_images"],
+        "findings": [
+            {"id": f.get("id"), "severity": f.get("severity")} if isinstance(f, dict) else f
+            for f in audit.get("findings", [])
+        ],
+        "preprocessing": audit.get("preprocessing"),
+        "paths": {kind: str(path) for kind, path in result.paths.items()},
+        "seconds": round(result.seconds, 3),
+    }
 
 
 def _audit_command(config_path: str | None, overrides: dict[str, Any]) -> list[str]:
@@ -501,9 +733,13 @@ def _audit_command(config_path: str | None, overrides: dict[str, Any]) -> list[s
     if config_path:
         argv += ["--config", str(config_path)]
     for key, value in overrides.items():
-        flag = "--" + ("format" if key == "formats" else key.replace("_", "-"))
-        if value is True:
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool) and key in ("quiet", "grayscale"):
+            argv.append(flag if value else f"--no-{key}")
+        elif value is True:
             argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, ",".join(str(v) for v in value)]
         elif value is not False:
             argv += [flag, str(value)]
     return argv
@@ -512,6 +748,7 @@ def _audit_command(config_path: str | None, overrides: dict[str, Any]) -> list[s
 @cli.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option(
+    "--formats",
     "--format",
     "formats",
     default="html,pdf,modelcard",
@@ -536,7 +773,7 @@ def render(
     if unknown or not wanted:
         raise click.BadParameter(
             f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(REPORT_FORMATS)}.",
-            param_hint="--format",
+            param_hint="--formats",
         )
     start = time.perf_counter()
     paths = render_bundle(
@@ -645,10 +882,41 @@ def history(bundles: tuple[str, ...], out: str, formats: str, template_dir: str 
     click.echo(f"Traced {len(h['rows'])} audits ({h['first']} to {h['last']}). Wrote {written}.")
 
 
+def _show_audit_defaults() -> None:
+    """``audit``'s options default to "not given" (so a config file can set them); show the
+    value that then applies, from :class:`~reporter.config.AuditConfig`."""
+    from dataclasses import MISSING, fields
+
+    from reporter.config import AuditConfig
+
+    defaults = {}
+    for f in fields(AuditConfig):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+    for param in audit.params:
+        if not isinstance(param, click.Option) or param.show_default not in (None, False):
+            continue
+        if param.name in defaults:
+            value = defaults[param.name]
+            if value is None:
+                param.show_default = "not set"
+            elif isinstance(value, tuple):
+                param.show_default = ",".join(value)
+            elif isinstance(value, bool):
+                param.show_default = "true" if value else "false"
+            else:
+                param.show_default = str(value)
+        elif param.name == "config_path":
+            param.show_default = "none"
+
+
 def _register_commands() -> None:
     from reporter.featvis.cli import featvis
 
     cli.add_command(featvis)
+    _show_audit_defaults()
+    for command in cli.commands.values():
+        _add_conventions(command)
 
 
 _register_commands()

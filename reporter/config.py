@@ -24,6 +24,7 @@ from reporter.explain.registry import METHODS
 __all__ = [
     "FORMATS",
     "MODEL_CARD_FIELDS",
+    "PATH_FIELDS",
     "SIGNOFF_FIELDS",
     "VERDICT_FIELDS",
     "AuditConfig",
@@ -157,6 +158,17 @@ class AuditConfig:
         verdict: Thresholds and switches of the verdict rules (see ``VERDICT_FIELDS``); keys
             left out take their defaults.
         signoff: Reviewer, approver and date of the sign-off block (see ``SIGNOFF_FIELDS``).
+        resize: Stated preprocessing: ``cover`` (keep the aspect ratio, centre crop) or
+            ``stretch`` (``None``: from the checkpoint, else ``cover``).
+        crop: Centre-crop fraction in (0, 1] (0.875 = resize 256, crop 224).
+        channel_order: ``rgb`` or ``bgr``.
+        grayscale: Make images grey before the model sees them.
+        mean: Normalisation mean, one value or one per channel (model's channel order).
+        std: Normalisation standard deviation.
+        arch_kwargs: Keyword arguments for a ``package.module:factory`` or ``timm:NAME``
+            architecture (a ``[arch_kwargs]`` table).
+        weights_sha256: The weights the audit expects (audit.toml records them); a model whose
+            weights hash differs is refused.
     """
 
     model: str | None = None
@@ -198,6 +210,15 @@ class AuditConfig:
     model_card: dict[str, Any] = field(default_factory=dict)
     verdict: dict[str, Any] = field(default_factory=dict, metadata={"table": VERDICT_FIELDS})
     signoff: dict[str, Any] = field(default_factory=dict, metadata={"table": SIGNOFF_FIELDS})
+    # --- stated preprocessing and custom architectures (docs/own-model.rst) ---
+    resize: str | None = None
+    crop: float | None = field(default=None, metadata={"above": 0.0, "min": 0.0, "max": 1.0})
+    channel_order: str | None = None
+    grayscale: bool | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"any_table": True})
+    weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):  # the typed schema: see check_value
@@ -224,6 +245,21 @@ class AuditConfig:
             raise ReporterError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}.")
         if self.shortcut not in ("absent", "kept"):
             raise ReporterError(f"shortcut must be 'absent' or 'kept', got {self.shortcut!r}.")
+        if self.resize is not None and self.resize not in ("cover", "stretch"):
+            raise ReporterError(f"resize must be 'cover' or 'stretch', got {self.resize!r}.")
+        if self.channel_order is not None and self.channel_order not in ("rgb", "bgr"):
+            raise ReporterError(
+                f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}."
+            )
+        if self.std is not None and not all(v > 0 for v in self.std):
+            raise ReporterError(f"std = {list(self.std)} must hold positive numbers.")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and len(values) not in (1, 3):
+                raise ReporterError(
+                    f"{key} = {list(values)} has {len(values)} values; give 1 or 3 (one per "
+                    "channel, in the model's channel order)."
+                )
         bad_card = [k for k in self.model_card if k not in MODEL_CARD_FIELDS]
         if bad_card:
             raise ReporterError(
@@ -260,34 +296,92 @@ class AuditConfig:
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def to_toml(self) -> str:
-        """The effective configuration as TOML (``None`` values are left out)."""
-        lines = ["# Effective configuration of this report: `reporter audit --config <this file>`"]
-        card = {}
-        tables: dict[str, dict[str, Any]] = {}
+    def preprocessing(self) -> dict[str, Any]:
+        """The stated preprocessing keys (``None`` = not stated), for the model loader."""
+        return {
+            "input_size": self.input_size,
+            "resize": self.resize,
+            "crop": self.crop,
+            "channel_order": self.channel_order,
+            "grayscale": self.grayscale,
+            "mean": list(self.mean) if self.mean is not None else None,
+            "std": list(self.std) if self.std is not None else None,
+        }
+
+    def to_toml(self, relative_to: str | os.PathLike[str] | None = None) -> str:
+        """The effective configuration as TOML, written with tomli-w (``None`` values are
+        left out). With ``relative_to`` (the folder the file will be written to), paths are
+        written relative to it, as :func:`load_config` reads them."""
+        import tomli_w
+
+        data: dict[str, Any] = {}
+        tables: dict[str, Any] = {}
         for key, value in self.to_dict().items():
-            if key == "model_card":
-                card = value
-                continue
-            if key in ("verdict", "signoff"):
-                tables[key] = value
-                continue
             if value is None:
                 continue
-            lines.append(f"{key} = {_toml_value(value)}")
-        if card:
-            lines.append("")
-            lines.append("[model_card]")
-            for key, value in card.items():
-                lines.append(f"{key} = {_toml_value(value)}")
-        for name, table in tables.items():
-            if table:
-                lines += ["", f"[{name}]"]
-                lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-        return "\n".join(lines) + "\n"
+            if isinstance(value, dict):
+                if value:
+                    tables[key] = value
+                continue
+            if relative_to is not None and key in PATH_FIELDS and isinstance(value, str):
+                value = _relative_path(key, value, Path(relative_to))
+            data[key] = value
+        header = "# Effective configuration of this report: `reporter audit --config <this file>`\n"
+        header += "# Paths are relative to this file.\n" if relative_to is not None else ""
+        return header + tomli_w.dumps({**data, **tables})
+
+
+PATH_FIELDS = (
+    "model",
+    "data",
+    "train_data",
+    "test_data",
+    "masks",
+    "out",
+    "template_dir",
+    "cache_dir",
+)
+"""Fields that hold paths: relative ones in a TOML file are relative to that file."""
+
+
+def _is_path_value(key: str, value: str, base: Path) -> bool:
+    """Whether ``value`` of ``key`` names a path (``model`` and ``data`` may be names)."""
+    if key == "data":
+        from reporter.data.registry import registered_datasets
+
+        return value not in registered_datasets()
+    if key == "model":
+        return (
+            (base / value).exists()
+            or Path(value).exists()
+            or "/" in value
+            or Path(value).suffix in {".pt", ".pth", ".ckpt", ".ts", ".bin"}
+        )
+    return True
+
+
+def _relative_path(key: str, value: str, base: Path) -> str:
+    """``value`` (relative to the working directory) as a path relative to ``base``."""
+    if not _is_path_value(key, value, Path.cwd()) or (key == "model" and not Path(value).exists()):
+        return value
+    try:
+        return Path(os.path.relpath(Path(value).resolve(), base.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(Path(value).resolve())
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of a TOML file's values relative to its folder ``base``."""
+    for key in PATH_FIELDS:
+        value = data.get(key)
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        if _is_path_value(key, value, base):
+            data[key] = os.path.normpath(base / value)
 
 
 def _toml_value(value: Any) -> str:
+    """A value as TOML text, for messages (files are written with tomli-w)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -364,6 +458,25 @@ def _convert(value: Any, tp: Any) -> tuple[bool, Any]:
         if isinstance(value, os.PathLike):  # the Python API may pass a Path
             value = os.fspath(value)
         return isinstance(value, str), value
+    if origin is tuple and get_args(tp)[0] is float:  # numbers: a list, or "0.5,0.5,0.5"
+        if isinstance(value, str):
+            try:
+                numbers = tuple(float(v) for v in value.split(",") if v.strip())
+            except ValueError:
+                return False, None
+            ok = bool(numbers) and all(math.isfinite(v) for v in numbers)
+            return ok, numbers if ok else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        ok = (
+            isinstance(value, (list, tuple))
+            and bool(value)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value
+            )
+        )
+        return ok, tuple(float(v) for v in value) if ok else None
     if origin is tuple:  # tuple[str, ...]: a list of strings, or the CLI's comma string
         if isinstance(value, str):
             return True, parse_list(value)
@@ -388,6 +501,8 @@ def _expected(tp: Any) -> str:
     if origin in (Union, UnionType):
         words = [_expected(a) for a in get_args(tp) if a is not type(None)]
         return " or ".join(words) + (", or leave it out" if type(None) in get_args(tp) else "")
+    if origin is tuple and get_args(tp)[0] is float:
+        return "a list of finite numbers ([0.5, 0.5, 0.5]) or one comma-separated string"
     if origin is tuple:
         return _LIST_WORD
     if origin is dict:
@@ -410,6 +525,18 @@ def check_value(name: str, value: Any) -> Any:
     tp, bounds = _schema()[name]
     if "table" in bounds:
         return _check_table(name, value, bounds["table"])
+    if name == "model" and hasattr(value, "forward") and hasattr(value, "state_dict"):
+        raise ReporterError(
+            "model = an in-memory nn.Module; the configuration holds paths and names. Pass the "
+            "module itself: reporter.run_audit(config, model=module, preprocess=..., "
+            "classes=[...])."
+        )
+    if bounds.get("any_table"):  # keyword arguments: any TOML values under string keys
+        if not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise ReporterError(
+                f"{name} = {_show(value)} is {_kind(value)}; expected a table ([{name}])."
+            )
+        return dict(value)
     if get_origin(tp) is dict and isinstance(value, dict):  # name the bad entry of the table
         for key, entry in value.items():
             strings = isinstance(entry, (list, tuple)) and all(isinstance(x, str) for x in entry)
@@ -506,6 +633,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             check_types(data)
         except ReporterError as exc:
             raise ReporterError(f"{path}: {exc}") from None
+        _resolve_paths(data, path.parent)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     valid = {f.name for f in fields(AuditConfig)}
     unknown = [k for k in data if k not in valid]

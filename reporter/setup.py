@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from reporter.data import DataBundle, Preprocess, load_dataset, registered_datas
 from reporter.data.datasets import FileImageDataset, ImageDataset, TensorImageDataset
 from reporter.errors import ReporterError
 from reporter.models import LoadedModel, load_model, save_checkpoint
+from reporter.models.checkpoint import apply_preprocessing
 from reporter.nn.device import resolve_device
 from reporter.nn.memory_format import use_channels_last
 from reporter.train import TrainConfig, TrainResult, train
@@ -142,16 +144,31 @@ def prepare(
     shortcut: str = "absent",
     cache_dir: str | None = None,
     progress: bool = True,
+    preprocessing: dict[str, Any] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    module: LoadedModel | None = None,
 ) -> Prepared:
     """Load (or train, with caching) the model and load its test data, aligned and preprocessed.
 
     With ``model=None`` (or an architecture name), ``arch`` is trained on the data's training
     split and the checkpoint cached under ``cache_dir`` keyed by the training configuration.
+    ``preprocessing`` holds the stated keys of
+    :data:`~reporter.models.checkpoint.PREPROCESSING_KEYS` (``None`` = not stated); ``module``
+    is an in-memory model (the Python API), used as it is.
     """
+    stated = {k: v for k, v in (preprocessing or {}).items() if v is not None}
+    if input_size is not None:
+        stated["input_size"] = input_size
     dev = resolve_device(device)
+    if module is not None:
+        model = None
     is_file = model is not None and (Path(model).exists() or os.sep in model or "." in model)
     checkpoint = model if is_file else None  # None: train ``model`` (an architecture) or arch
-    test_only = checkpoint is not None and split == "all" and data not in registered_datasets()
+    test_only = (
+        (checkpoint is not None or module is not None)
+        and split == "all"
+        and data not in registered_datasets()
+    )
     bundle = load_dataset(
         data,
         seed=seed,
@@ -164,8 +181,20 @@ def prepare(
     notes: list[str] = []
     trained: TrainResult | None = None
     cached: str | None = None
-    if checkpoint is None:
+    if module is not None:
+        loaded = module
+        apply_preprocessing(loaded, stated)
+        notes += align_classes(loaded, bundle)
+    elif checkpoint is None:
         arch_name = model or arch or "gapnet"
+        ignored = sorted(k for k in stated if k != "input_size")
+        if ignored:
+            log.warning(
+                "the audit trains %s itself, which sets its own preprocessing; %s ignored "
+                "(state them for a model you bring with --model)",
+                arch_name,
+                ", ".join(ignored),
+            )
         size = (input_size, input_size) if input_size else None
         cfg = TrainConfig(
             arch=arch_name,
@@ -214,12 +243,17 @@ def prepare(
             input_size=size,
             trust_checkpoint=trust_checkpoint,
             device=dev,
+            arch_kwargs=arch_kwargs,
+            **{k: v for k, v in stated.items() if k != "input_size"},
         )
         notes += align_classes(loaded, bundle)
+    if loaded is None:  # every branch has loaded or trained one; this tells the type checker
+        raise ReporterError("No model was loaded.")
     meta = loaded.meta
-    if trained is None:  # train() already chose the layout of the model it built
+    notes = list(loaded.notes) + notes
+    if trained is None and module is None:  # train() chose its layout; a caller's model is theirs
         use_channels_last(loaded.model, (1, meta.channels, *meta.input_size))
-    pre = Preprocess(meta.input_size, meta.channels, meta.mean, meta.std)
+    pre = Preprocess.from_meta(meta)
     bundle.set_transform(pre)
     if trained is not None:
         bundle.skipped.extend(trained.skipped)

@@ -379,8 +379,8 @@ def test_non_square_input_keeps_aspect() -> None:
 def test_auto_layer_on_resnet_is_block_output() -> None:
     model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
     with CamEngine(model, methods=["gradcam"], device="cpu") as engine:
-        result = engine(torch.randn(1, 3, 64, 64))
-    assert result.layers == ["layer4.1"]
+        result = engine(torch.randn(1, 3, 224, 224))
+    assert result.layers == ["layer4.1"]  # 7x7 at 224 px (at 64 px auto takes 8x8 layer2.1)
     assert engine.layer_map == {"auto": "layer4.1"}
 
 

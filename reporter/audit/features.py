@@ -8,6 +8,7 @@ and the activation maps of one confidently classified image at a few depths.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -21,6 +22,7 @@ from reporter.config import AuditConfig
 from reporter.featvis import activation_maps, filter_grid, receptive_field, render
 from reporter.featvis.grids import colorize, crop, image_grid
 from reporter.nn.device import model_device
+from reporter.progress import step_progress
 from reporter.setup import Prepared
 
 __all__ = ["feature_visualization", "first_conv"]
@@ -77,7 +79,6 @@ def feature_visualization(
     The section names the array of each picture.
     """
     model = prep.loaded.model
-    meta = prep.loaded.meta
     names = list(prep.bundle.class_names)
     result = SectionResult("featvis", {"layers": {}, "filters": None, "activation_maps": None})
     if config.featvis_channels == 0 or not stream.featvis_layers:
@@ -94,6 +95,28 @@ def feature_visualization(
             "shape": list(weight.shape[1:]),
             "array": "filters",
         }
+    with step_progress(
+        "feature visualization",
+        total=config.featvis_steps * len(stream.featvis_layers),
+        enabled=not config.quiet,
+    ) as tick:
+        _render_layers(prep, config, stream, names, section, arrays, tick)
+    _activation_panel(prep, config, stream, section, arrays)
+    return result
+
+
+def _render_layers(
+    prep: Prepared,
+    config: AuditConfig,
+    stream: StreamResult,
+    names: list[str],
+    section: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    tick: Callable[..., None],
+) -> None:
+    """Render, crop and describe each featvis layer (the body of the featvis stage)."""
+    model = prep.loaded.model
+    meta = prep.loaded.meta
     for li, layer in enumerate(stream.featvis_layers):
         topk = stream.topk.get(layer)
         if topk is None or topk.channels is None:
@@ -109,6 +132,7 @@ def feature_visualization(
             mean=meta.mean,
             std=meta.std,
             image_channels=meta.channels,
+            progress=tick,
         )
         arrays[f"render_{li}"] = uint8_images(rendered.images)
         rf = receptive_field(
@@ -148,8 +172,6 @@ def feature_visualization(
             "class_channels": per_class,
             "channels": channels,
         }
-    _activation_panel(prep, config, stream, section, arrays)
-    return result
 
 
 def _activation_panel(

@@ -13,6 +13,7 @@ the reports from the bundle alone.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import shlex
 import sys
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -38,16 +40,29 @@ from reporter.bundle import REPORT_ID_EXCLUDES, SCHEMA_VERSION, Artifacts, repor
 from reporter.compare import Bundle, bundle_from_audit, load_bundle
 from reporter.compare.changes import changes_section
 from reporter.config import AuditConfig
+from reporter.data.transforms import preprocessing_summary, size_mismatch_hint
 from reporter.distributed import Session, session
 from reporter.errors import ReporterError
 from reporter.metrics import classification_metrics
-from reporter.models import weights_sha256
+from reporter.models import LoadedModel, weights_sha256
 from reporter.nn.device import model_device
+from reporter.nn.hooks import eval_mode
+from reporter.nn.layers import auto_layer_choice, trace_layers
 from reporter.outdir import output_lock
 from reporter.report.writer import publish_audit
 from reporter.setup import Prepared, prepare
 
-__all__ = ["AuditResult", "Timer", "assemble", "run_audit", "signoff_section", "verdict_summary"]
+__all__ = [
+    "AuditResult",
+    "Timer",
+    "assemble",
+    "preprocessing_section",
+    "run_audit",
+    "signoff_section",
+    "verdict_summary",
+]
+
+log = logging.getLogger(__name__)
 
 UNHOOKABLE = (
     "Class activation maps and feature visualization need a model whose layers can be "
@@ -72,6 +87,12 @@ class AuditResult:
     paths: dict[str, Path]
     seconds: float
     summary: str
+
+    def _repr_html_(self) -> str:
+        """A Jupyter view: verdict, key numbers, preprocessing and links to the files."""
+        from reporter.notebook import audit_result_html
+
+        return audit_result_html(self)
 
 
 class Timer:
@@ -141,6 +162,7 @@ def assemble(
     shortcut_check: dict[str, Any] | None,
     argv: list[str],
     world_size: int = 1,
+    layer_choice: str | None = None,
 ) -> dict[str, Any]:
     """``audit.json`` from the stage results (findings included)."""
     names = list(prep.bundle.class_names)
@@ -156,6 +178,8 @@ def assemble(
             border_summary=border_summary(config, names, stream),
             record_layer=stream.layers[0],
         )
+        if layer_choice:
+            explanations["layer_choice"] = layer_choice
     else:
         explanations["unavailable"] = UNHOOKABLE
     audit: dict[str, Any] = {
@@ -175,6 +199,7 @@ def assemble(
         "environment": environment_section(
             str(model_device(prep.loaded.model)), world_size, stream.precision, stream.decode
         ),
+        "preprocessing": preprocessing_section(prep),
         "config": config.to_dict(),
         "command": shlex.join(argv) if argv else None,
         "model_card": dict(config.model_card),
@@ -189,12 +214,19 @@ def assemble(
     return audit
 
 
-def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditResult:
+def run_audit(
+    config: AuditConfig,
+    *,
+    argv: list[str] | None = None,
+    model: LoadedModel | None = None,
+) -> AuditResult:
     """Run the whole audit described by ``config`` and write the bundle and its reports.
 
     Args:
         config: The audit configuration.
         argv: The command line that started the run (recorded in the appendix).
+        model: An in-memory model (see :func:`reporter.run_audit`), used instead of
+            ``config.model``; its modes are restored afterwards.
 
     Under torchrun (``WORLD_SIZE`` > 1) every process runs this: each audits its share of
     the images, rank 0 merges the shares, runs the stages that need every image, writes the
@@ -219,10 +251,14 @@ def run_audit(config: AuditConfig, *, argv: list[str] | None = None) -> AuditRes
                 previous = load_bundle(config.previous) if config.previous else None
                 # held for the whole run: a second audit into the same --out stops at once
                 held.enter_context(output_lock(out))
-        return _run(config, out, argv or [], sess, previous)
+        if model is not None:  # the caller's train/eval mode comes back afterwards
+            held.enter_context(eval_mode(model.model))
+        return _run(config, out, argv or [], sess, previous, model)
 
 
-def _prepare(config: AuditConfig, sess: Session, progress: bool) -> Prepared:
+def _prepare(
+    config: AuditConfig, sess: Session, progress: bool, module: LoadedModel | None
+) -> Prepared:
     """Load (or train) the model and the data on every process.
 
     With several processes rank 0 goes first (it trains and caches the model when the audit
@@ -249,6 +285,9 @@ def _prepare(config: AuditConfig, sess: Session, progress: bool) -> Prepared:
             shortcut=config.shortcut,
             cache_dir=config.cache_dir,
             progress=show,
+            preprocessing=config.preprocessing(),
+            arch_kwargs=config.arch_kwargs,
+            module=module,
         )
 
     if not sess.distributed:
@@ -297,13 +336,15 @@ def _run(
     argv: list[str],
     sess: Session,
     previous: Bundle | None = None,
+    module: LoadedModel | None = None,
 ) -> AuditResult:
     progress = not config.quiet and sess.is_main
     timer = Timer(announce=progress)
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     with timer("setup", "loading the model and data (training if needed)"):
-        prep = _prepare(config, sess, progress)
+        prep = _prepare(config, sess, progress, module)
+        _check_weights(prep, config)
     test = prep.bundle.test
     indices = audit_indices(len(test), test.labels, config.max_images, config.seed)
     shared = f" on {sess.world_size} processes" if sess.distributed else ""
@@ -320,6 +361,7 @@ def _run(
             f"None of the {len(indices)} test images could be read; see the reasons with "
             "`reporter predict MODEL --data ... --json -`."
         )
+    _warn_size_mismatch(prep, stream, config.batch_size)
     artifacts = Artifacts()
     for name, arr in stream.records().items():
         artifacts.put("records", name, arr)
@@ -346,6 +388,7 @@ def _run(
         shortcut_check=check,
         argv=argv,
         world_size=sess.world_size,
+        layer_choice=_layer_choice(prep, config, stream),
     )
     if previous is not None:
         with timer("compare", f"comparing with the previous audit in {previous.path}"):
@@ -359,14 +402,85 @@ def _run(
             out,
             formats=config.formats,
             template_dir=config.template_dir,
-            config_toml=config.to_toml(),
+            config_toml=_effective(config, audit, prep).to_toml(relative_to=out),
         )
     summary = (
         f"{prep.loaded.meta.arch} on {len(stream.predictions.labels)} images of "
-        f"{prep.bundle.name} (accuracy {audit['metrics']['accuracy']:.1%}; "
-        f"{verdict_summary(audit)})"
+        f"{prep.bundle.name} (accuracy {audit['metrics']['accuracy']:.1%}; preprocessing "
+        f"{audit['preprocessing']['summary']}; {verdict_summary(audit)})"
     )
     return AuditResult(audit, paths, time.perf_counter() - start, summary)
+
+
+def preprocessing_section(prep: Prepared) -> dict[str, Any]:
+    """``audit.json``'s ``preprocessing``: what the model was given, and what was assumed."""
+    section = prep.preprocess.describe()
+    section["assumed"] = list(prep.loaded.assumed)
+    section["summary"] = preprocessing_summary(section)
+    return section
+
+
+def _check_weights(prep: Prepared, config: AuditConfig) -> None:
+    """Refuse weights other than those ``config.weights_sha256`` (audit.toml) records."""
+    if config.weights_sha256 is None:
+        return
+    found = weights_sha256(prep.loaded.model)
+    if found != config.weights_sha256:
+        raise ReporterError(
+            f"The model's weights (SHA-256 {found[:12]}...) are not the ones this configuration "
+            f"records (weights_sha256 = {config.weights_sha256[:12]}...). Audit the recorded "
+            "model, or remove weights_sha256 from the configuration to audit these weights."
+        )
+
+
+def _warn_size_mismatch(prep: Prepared, stream: StreamResult, batch_size: int) -> None:
+    """Warn (log and model notes) when the first batches are at chance level and the data's
+    size differs from the model's input size."""
+    preds = stream.predictions
+    order = np.argsort(preds.indices, kind="stable")[: 2 * batch_size]
+    hint = size_mismatch_hint(
+        int((preds.preds[order] == preds.labels[order]).sum()),
+        len(order),
+        len(prep.bundle.class_names),
+        prep.bundle.input_size,
+        prep.loaded.meta.input_size,
+    )
+    if hint:
+        log.warning(hint)
+        prep.notes.append(hint[0].upper() + hint[1:])
+
+
+def _layer_choice(prep: Prepared, config: AuditConfig, stream: StreamResult) -> str | None:
+    """Why ``auto`` chose its layer (``None`` when the layers were named)."""
+    if "auto" not in config.layers or not stream.layers:
+        return None
+    meta = prep.loaded.meta
+    model = prep.loaded.model
+    sample = torch.zeros(1, meta.channels, *meta.input_size, device=model_device(model))
+    return auto_layer_choice(trace_layers(model, sample))[1]
+
+
+def _effective(config: AuditConfig, audit: dict[str, Any], prep: Prepared) -> AuditConfig:
+    """The configuration to write as audit.toml: the stated and found preprocessing and the
+    weights hash, so that running it again audits the same thing the same way."""
+    pre = audit["preprocessing"]
+    side = pre["input_size"]
+    changes: dict[str, Any] = {
+        "resize": pre["resize"],
+        "crop": pre["crop"],
+        "channel_order": pre["channel_order"],
+        "grayscale": pre["grayscale"],
+        "mean": tuple(pre["mean"]),
+        "std": tuple(pre["std"]),
+        "weights_sha256": audit["model"]["sha256"],
+    }
+    if side[0] == side[1]:
+        changes["input_size"] = side[0]
+    if prep.trained is not None or prep.cached_checkpoint == prep.loaded.source:
+        # trained by reporter: the training states the preprocessing, and the weights hash
+        # depends on the machine
+        return config
+    return config.replace(**changes)
 
 
 def _check_output_folder(out: Path) -> None:

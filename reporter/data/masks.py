@@ -61,7 +61,7 @@ def load_masks(
         raise ReporterError(f"Masks folder not found: {root}")
     if not isinstance(dataset, FileImageDataset):
         raise ReporterError("--masks needs an image folder as --data (built-in data has its own).")
-    unit = Preprocess((height, width), 1, [0.0], [1.0])
+    unit = preprocess.for_masks()
     out = torch.zeros(len(indices), height, width, dtype=torch.bool)
     missing: list[dict[str, str]] = []
     for row, index in enumerate(indices):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,12 +15,16 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps
 
 __all__ = [
+    "CHANNEL_ORDERS",
     "NONFINITE_PIXELS",
+    "RESIZE_POLICIES",
     "ImageReadError",
     "Preprocess",
     "not_a_regular_file",
     "pil_to_tensor",
+    "preprocessing_summary",
     "read_image",
+    "size_mismatch_hint",
     "to_channels",
 ]
 
@@ -150,17 +156,36 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x[..., :channels, :, :] if c > channels else to_channels(x[..., :1, :, :], channels)
 
 
+RESIZE_POLICIES = ("cover", "stretch")
+"""How an image is resized to the model's input: ``cover`` keeps the aspect ratio (the shorter
+side fills the input, the rest is centre-cropped), ``stretch`` scales each side on its own."""
+CHANNEL_ORDERS = ("rgb", "bgr")
+"""Channel order the model was trained with (``bgr``: OpenCV / Caffe-style models)."""
+
+
 class Preprocess:
     """Turn an image (Pillow or a ``[C, H, W]`` tensor in [0, 1]) into a model input.
 
-    The image is resized so that it covers ``input_size`` while keeping its aspect ratio, centre
-    cropped, converted to ``channels`` channels and normalised with ``mean`` / ``std``.
+    The one statement of a model's preprocessing. In order: the image is made grey first when
+    ``grayscale`` (luminance, then repeated to ``channels``), converted to ``channels``, resized
+    by the ``resize`` policy to ``input_size / crop`` and centre-cropped to ``input_size``
+    (``crop = 0.875`` is torchvision's ImageNet "resize 256, crop 224"), then put in
+    ``channel_order`` and normalised with ``mean`` / ``std`` (given in the model's channel order).
+
+    :meth:`to_unit` stops before the channel order and normalisation: its ``[C, H, W]`` image in
+    [0, 1] is what the report shows, always RGB; :meth:`normalize` and :meth:`denormalize` go
+    between the two.
 
     Args:
         input_size: ``(height, width)``.
         channels: 1 or 3.
         mean: Per-channel mean (a single value is broadcast).
         std: Per-channel std.
+        resize: ``cover`` (keep the aspect ratio; default) or ``stretch``.
+        crop: Fraction of the resized image the centre crop keeps, in (0, 1] (default 1).
+        channel_order: ``rgb`` (default) or ``bgr``.
+        grayscale: Make images grey before anything else (a 3-channel model trained on grey
+            images repeated to RGB).
     """
 
     def __init__(
@@ -169,6 +194,11 @@ class Preprocess:
         channels: int,
         mean: Sequence[float],
         std: Sequence[float],
+        *,
+        resize: str = "cover",
+        crop: float = 1.0,
+        channel_order: str = "rgb",
+        grayscale: bool = False,
     ) -> None:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.channels = int(channels)
@@ -176,34 +206,149 @@ class Preprocess:
         std = list(std) if len(std) == channels else [float(std[0])] * channels
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        if resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
+        if not 0.0 < float(crop) <= 1.0:
+            raise ValueError(f"crop must be in (0, 1], got {crop!r}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(
+                f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}"
+            )
+        self.resize = resize
+        self.crop = float(crop)
+        self.channel_order = channel_order
+        self.grayscale = bool(grayscale)
+
+    @classmethod
+    def from_meta(cls, meta: Any) -> Preprocess:
+        """The preprocessing a :class:`~reporter.models.ModelMeta` states."""
+        return cls(
+            meta.input_size,
+            meta.channels,
+            meta.mean,
+            meta.std,
+            resize=meta.resize,
+            crop=meta.crop,
+            channel_order=meta.channel_order,
+            grayscale=meta.grayscale,
+        )
+
+    def for_masks(self) -> Preprocess:
+        """The same geometry (resize, crop) for one-channel masks, without normalisation."""
+        return Preprocess(self.input_size, 1, [0.0], [1.0], resize=self.resize, crop=self.crop)
+
+    def describe(self) -> dict[str, Any]:
+        """The preprocessing as plain builtins (``audit.json``'s ``preprocessing``)."""
+        return {
+            "input_size": list(self.input_size),
+            "resize": self.resize,
+            "crop": self.crop,
+            "channels": self.channels,
+            "channel_order": self.channel_order,
+            "grayscale": self.grayscale,
+            "mean": [round(float(v), 6) for v in self.mean.flatten()],
+            "std": [round(float(v), 6) for v in self.std.flatten()],
+        }
 
     def to_unit(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         """Resize, crop and adapt channels: ``[channels, H, W]`` in [0, 1], not normalised."""
         x = pil_to_tensor(image) if isinstance(image, Image.Image) else image.float()
+        if self.grayscale:
+            x = to_channels(x, 1)
         x = to_channels(x, self.channels)
         height, width = self.input_size
         h, w = x.shape[-2:]
-        if (h, w) != (height, width):
-            # Crop the source to the target's aspect ratio first, then resize: the same picture
-            # as "resize to cover, then centre crop", but the intermediate never exceeds the
+        if (h, w) != (height, width) or self.crop < 1.0:
+            # Crop the source to the region the output shows first, then resize: the same
+            # picture as "resize, then centre crop", but the intermediate never exceeds the
             # source. (Resizing first made a 1 x 30000 strip into 224 x 6.7M floats: 18 GB.)
-            scale = max(height / h, width / w)
-            crop_h = min(h, max(1, round(height / scale)))
-            crop_w = min(w, max(1, round(width / scale)))
+            scale_h, scale_w = height / (self.crop * h), width / (self.crop * w)
+            if self.resize == "cover":
+                scale_h = scale_w = max(scale_h, scale_w)
+            crop_h = min(h, max(1, round(height / scale_h)))
+            crop_w = min(w, max(1, round(width / scale_w)))
             top, left = (h - crop_h) // 2, (w - crop_w) // 2
             x = x[:, top : top + crop_h, left : left + crop_w]
-            x = F.interpolate(
-                x[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
-            )[0]
+            if (crop_h, crop_w) != (height, width):
+                x = F.interpolate(
+                    x[None],
+                    size=(height, width),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )[0]
         return x.clamp(0, 1)
 
+    def _order(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB <-> BGR (its own inverse); identity for ``rgb`` or one channel."""
+        if self.channel_order == "bgr" and x.shape[-3] == 3:
+            return x.flip(-3)
+        return x
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply mean/std normalisation to ``[..., C, H, W]`` in [0, 1]."""
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        """Channel order, then mean/std normalisation of ``[..., C, H, W]`` in [0, 1]."""
+        return (self._order(x) - self.mean.to(x.device)) / self.std.to(x.device)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Undo :meth:`normalize` for display: ``[..., C, H, W]`` back to [0, 1]."""
-        return (x * self.std.to(x.device) + self.mean.to(x.device)).clamp(0, 1)
+        """Undo :meth:`normalize` for display: ``[..., C, H, W]`` back to RGB in [0, 1]."""
+        return self._order(x * self.std.to(x.device) + self.mean.to(x.device)).clamp(0, 1)
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         return self.normalize(self.to_unit(image))
+
+
+def preprocessing_summary(pre: dict[str, Any]) -> str:
+    """One line that states a ``preprocessing`` section (the run's summary, the report).
+
+    >>> preprocessing_summary({"input_size": [64, 64], "resize": "cover", "crop": 1.0,
+    ...     "channels": 3, "channel_order": "rgb", "grayscale": False,
+    ...     "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "assumed": []})
+    '64x64 RGB, resize cover, mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25]'
+    """
+    h, w = pre["input_size"]
+    colour = "grey" if pre["channels"] == 1 else pre["channel_order"].upper()
+    if pre.get("grayscale") and pre["channels"] != 1:
+        colour += " (grey images)"
+    parts = [f"{h}x{w} {colour}", f"resize {pre['resize']}"]
+    if pre.get("crop", 1.0) < 1.0:
+        parts[-1] += f", centre crop {pre['crop']:g}"
+
+    def nums(values: list[float]) -> str:
+        return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+    parts += [f"mean {nums(pre['mean'])}", f"std {nums(pre['std'])}"]
+    text = ", ".join(parts)
+    assumed = pre.get("assumed") or []
+    if assumed:
+        text += f" (assumed, not stated: {', '.join(assumed)})"
+    return text
+
+
+def size_mismatch_hint(
+    correct: int,
+    n: int,
+    num_classes: int,
+    native_size: tuple[int, int] | None,
+    input_size: tuple[int, int],
+) -> str | None:
+    """A warning when accuracy is at chance level and the data's size differs from the model's.
+
+    "At chance level" means ``correct / n`` is not above ``1 / num_classes`` by two standard
+    errors of a guess (``2 * sqrt(p (1 - p) / n)``). Returns ``None`` when the accuracy is
+    above that, when the sizes agree or when fewer than 8 images were seen.
+    """
+    if n < 8 or num_classes < 2 or native_size is None:
+        return None
+    native = (int(native_size[0]), int(native_size[1]))
+    if native == tuple(input_size):
+        return None
+    chance = 1.0 / num_classes
+    if correct / n > chance + 2.0 * math.sqrt(chance * (1.0 - chance) / n):
+        return None
+    return (
+        f"accuracy on the first {n} images is {correct / n:.1%}, at chance level "
+        f"({chance:.1%} for {num_classes} classes), and the images are "
+        f"{native[0]}x{native[1]} while the model input is {input_size[0]}x{input_size[1]}. "
+        f"If the model was trained at {native[0]} px, pass --input-size {native[0]} (or store "
+        "the input size in its checkpoint)."
+    )

@@ -181,3 +181,13 @@ class CamResult:
         target = self.input_size if size is None else _size_keeping_aspect(size, self.input_size)
         out = upsample_maps(maps, target)
         return normalize_maps(out) if normalize else out
+
+    def to_html(self, images: Tensor | None = None, cmap: str = "viridis") -> str:
+        """HTML of the maps (first layer) over ``images`` ``[B, C, H, W]`` in [0, 1], if given."""
+        from reporter.notebook import cam_result_html
+
+        return cam_result_html(self, None if images is None else images.cpu().numpy(), cmap)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: each method's map for the first images, with the predictions."""
+        return self.to_html()

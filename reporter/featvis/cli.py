@@ -279,7 +279,18 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     if bundle is not None:
         from reporter.data.transforms import Preprocess
 
-        bundle.set_transform(Preprocess(input_size, in_channels, meta.mean, meta.std))
+        bundle.set_transform(
+            Preprocess(
+                input_size,
+                in_channels,
+                meta.mean,
+                meta.std,
+                resize=meta.resize,
+                crop=meta.crop,
+                channel_order=meta.channel_order,
+                grayscale=meta.grayscale,
+            )
+        )
         top = TopKActivations(layer, None if opts.channels is None else opts.channels, opts.top_k)
         if opts.top_for_class is not None:
             relevance = ClassChannelRelevance(len(bundle.class_names), n_channels)
@@ -448,7 +459,7 @@ def _check_channels(channels: Sequence[int], n_channels: int, layer: str) -> Non
 @click.option("--arch", default=None, help="Architecture, for a checkpoint of bare weights.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow loading a pickled full model.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet/--no-quiet", default=False, help="No progress bars.")
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Folder for PNGs and JSON."
 )

@@ -73,6 +73,12 @@ class RenderResult:
             "settings": dict(self.settings),
         }
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the images with their objectives and values."""
+        from reporter.notebook import render_result_html
+
+        return render_result_html(self)
+
 
 @contextmanager
 def _on_device(model: nn.Module, device: torch.device) -> Iterator[None]:

@@ -57,6 +57,12 @@ class ModelMeta:
         data_fingerprint: Fingerprint of the training data (empty when unknown).
         reporter_version: Version of reporter that wrote the checkpoint.
         extra: Free-form additional fields (training history, epochs ...).
+        resize: ``cover`` (keep the aspect ratio, centre crop) or ``stretch``.
+        crop: Fraction of the resized image kept by the centre crop, in (0, 1].
+        channel_order: ``rgb`` or ``bgr`` (``mean`` / ``std`` are in this order).
+        grayscale: Images are made grey before being given to the model.
+        arch_kwargs: Keyword arguments of the architecture's factory
+            (``package.module:factory`` or ``timm:NAME``).
     """
 
     arch: str
@@ -69,6 +75,12 @@ class ModelMeta:
     data_fingerprint: str = ""
     reporter_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # stated preprocessing (reporter.data.transforms.Preprocess) and how to build the arch
+    resize: str = "cover"
+    crop: float = 1.0
+    channel_order: str = "rgb"
+    grayscale: bool = False
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict of builtins, safe for ``torch.load(weights_only=True)`` and JSON."""
@@ -174,4 +186,17 @@ class ModelMeta:
                 kwargs[key] = str(kwargs[key])
         if not isinstance(kwargs.get("extra", {}), dict):
             kwargs["extra"] = {}
+        if kwargs.get("resize", "cover") not in ("cover", "stretch"):
+            raise bad("resize", kwargs["resize"], "'cover' or 'stretch'")
+        crop = kwargs.get("crop", 1.0)
+        if not _is_number(crop) or not 0.0 < crop <= 1.0:
+            raise bad("crop", crop, "a number in (0, 1]")
+        kwargs["crop"] = float(crop)
+        if kwargs.get("channel_order", "rgb") not in ("rgb", "bgr"):
+            raise bad("channel_order", kwargs["channel_order"], "'rgb' or 'bgr'")
+        if not isinstance(kwargs.get("grayscale", False), bool):
+            raise bad("grayscale", kwargs["grayscale"], "true or false")
+        arch_kwargs = kwargs.get("arch_kwargs", {})
+        if not isinstance(arch_kwargs, dict) or not all(isinstance(k, str) for k in arch_kwargs):
+            raise bad("arch_kwargs", arch_kwargs, "a table of keyword arguments")
         return cls(**kwargs)

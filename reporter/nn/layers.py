@@ -2,9 +2,10 @@
 
 Layer names are PyTorch dotted names from ``model.named_modules()`` (``layer4.1.conv2``).
 One dry run with forward hooks on every module gives each module's output shape, how often it
-ran and in what order; from that we list layers, pick ``auto`` (the last layer with a spatial
-output) and catch the in-place trap (a conv whose output a later ``ReLU(inplace=True)``
-overwrites: we resolve it to the module that produced the final value and say so).
+ran and in what order; from that we list layers, pick ``auto`` (the deepest layer whose grid is
+at least 7x7 at the input size, and say why) and catch the in-place trap (a conv whose output
+a later ``ReLU(inplace=True)`` overwrites: we resolve it to the module that produced the final
+value and say so).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from reporter.nn.cache import PerModelCache, input_key
 from reporter.nn.hooks import eval_mode, first_tensor, unknown_layer_message
 
 __all__ = [
+    "MIN_GRID",
     "LayerInfo",
     "auto_layer",
+    "auto_layer_choice",
     "resolve_layer",
     "resolve_layers",
     "token_grid",
@@ -175,11 +178,39 @@ def _trace(model: nn.Module, sample: torch.Tensor, *, leaves_only: bool) -> list
     return sorted(infos.values(), key=lambda i: i.order if i.calls else 10**9)
 
 
-def auto_layer(infos: list[LayerInfo]) -> str:
-    """Pick the last layer (in execution order) with a spatial or token output.
+MIN_GRID = 7
+"""``auto`` prefers layers whose grid is at least this many cells on each side."""
 
-    Among modules that return that same tensor (a block and its last child), the deepest module
-    that ran exactly once is chosen, so names read like ``features.relu4`` or ``layer4.1``.
+
+def _grid(info: LayerInfo) -> tuple[int, int]:
+    """``(h, w)`` of a layer's spatial or token grid."""
+    if info.kind == "tokens" and info.grid is not None:
+        return info.grid[0], info.grid[1]
+    shape = info.output_shape or ()
+    return (int(shape[-2]), int(shape[-1])) if len(shape) >= 3 else (1, 1)
+
+
+def _block_name(infos: list[LayerInfo], last: LayerInfo, ready: list[LayerInfo]) -> str:
+    """Among modules that return ``last``'s tensor, the name to show (see :func:`auto_layer`)."""
+    same = [i for i in ready if i._ptr == last._ptr and i.output_shape == last.output_shape]
+    # A module whose output a later module modified in place (``bn2`` before ``out += identity``
+    # and an in-place ReLU in a ResNet block) did not produce the final value: skip it.
+    final = [i for i in same if i.overwritten_by is None] or same
+    once = [i for i in final if i.calls == 1] or final
+    return max(once, key=lambda i: i.name.count(".")).name
+
+
+def auto_layer_choice(infos: list[LayerInfo], min_grid: int = MIN_GRID) -> tuple[str, str]:
+    """The ``auto`` layer and one sentence saying why.
+
+    The deepest layer (last in execution order) whose grid is at least ``min_grid`` x
+    ``min_grid`` at this input size: deep enough to be about classes, fine enough to show
+    where. When no layer has such a grid, the deepest layer with the largest grid. Among
+    modules that return the same tensor (a block and its last child), the deepest module that
+    ran exactly once names it (``layer3``, ``features.relu4``).
+
+    Raises:
+        ReporterError: when no layer has a spatial or token output.
     """
     ready = [i for i in infos if i.cam_ready and i.calls >= 1]
     if not ready:
@@ -187,13 +218,43 @@ def auto_layer(infos: list[LayerInfo]) -> str:
             "No layer of this model has a spatial ([B, C, h, w]) or token output, so class "
             "activation maps cannot be computed. Run `reporter layers MODEL` to see its layers."
         )
-    last = max(ready, key=lambda i: i.order)
-    same = [i for i in ready if i._ptr == last._ptr and i.output_shape == last.output_shape]
-    # A module whose output a later module modified in place (``bn2`` before ``out += identity``
-    # and an in-place ReLU in a ResNet block) did not produce the final value: skip it.
-    final = [i for i in same if i.overwritten_by is None] or same
-    once = [i for i in final if i.calls == 1] or final
-    return max(once, key=lambda i: i.name.count(".")).name
+    deepest = max(ready, key=lambda i: i.order)
+    usable = [i for i in ready if min(_grid(i)) >= min_grid]
+    if usable:
+        chosen = max(usable, key=lambda i: i.order)
+    else:
+        largest = max(_grid(i)[0] * _grid(i)[1] for i in ready)
+        chosen = max(
+            (i for i in ready if _grid(i)[0] * _grid(i)[1] == largest), key=lambda i: i.order
+        )
+    name = _block_name(infos, chosen, ready)
+    gh, gw = _grid(chosen)
+    if chosen is deepest or _grid(deepest) == (gh, gw):
+        name = _block_name(infos, deepest, ready) if _grid(deepest) == (gh, gw) else name
+        why = f"{name} ({gh}x{gw} grid): the last layer with a spatial output"
+        if not usable:
+            why += f"; no layer has a grid of at least {min_grid}x{min_grid} at this input size"
+        return name, why + "."
+    dh, dw = _grid(deepest)
+    deeper = _block_name(infos, deepest, ready)
+    if usable:
+        why = (
+            f"{name} ({gh}x{gw} grid): the deepest layer with a grid of at least "
+            f"{min_grid}x{min_grid}; {deeper} is deeper but its {dh}x{dw} grid is too coarse "
+            "to show where in the image the evidence is"
+        )
+    else:
+        why = (
+            f"{name} ({gh}x{gw} grid): no layer has a grid of at least {min_grid}x{min_grid} at "
+            f"this input size, so the deepest layer with the largest grid; {deeper} is deeper "
+            f"but {dh}x{dw}"
+        )
+    return name, why + "."
+
+
+def auto_layer(infos: list[LayerInfo]) -> str:
+    """The ``auto`` layer (see :func:`auto_layer_choice` for the rule and its reason)."""
+    return auto_layer_choice(infos)[0]
 
 
 def resolve_layer(
@@ -274,8 +335,8 @@ def resolve_layers(
     resolved: list[str] = []
     for name in names:
         if name == "auto":
-            chosen = auto_layer(infos)
-            log.info("layer 'auto' resolved to %r (last layer with a spatial output)", chosen)
+            chosen, why = auto_layer_choice(infos)
+            log.info("layer 'auto' resolved to %s", why)
             resolved.append(chosen)
         else:
             resolved.append(resolve_layer(model, name, infos).name)

@@ -17,6 +17,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from reporter.display import overlay, to_uint8_image
+
 __all__ = [
     "colorbar_uri",
     "confidence_histogram",
@@ -89,49 +91,12 @@ def _chart(height_in: float, width_in: float = CHART_WIDTH_IN, **kwargs) -> Figu
     return Figure(figsize=(width_in, height_in), layout="constrained", **kwargs)
 
 
-def to_uint8_image(image: np.ndarray) -> np.ndarray:
-    """An image as ``[H, W, 3]`` uint8: uint8 ``[H, W, 3]`` passes through; floats in [0, 1]
-    as ``[C, H, W]`` or ``[H, W, C]`` (C = 1 or 3) are converted."""
-    arr = np.asarray(image)
-    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[-1] == 3:
-        return arr
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    return (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def _upscale(arr: np.ndarray, min_side: int = MIN_TILE) -> np.ndarray:
     h, w = arr.shape[:2]
     factor = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
     if factor == 1:
         return arr
     return np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
-
-
-def overlay(
-    image: np.ndarray,
-    saliency: np.ndarray | None,
-    cmap: str = "viridis",
-    alpha: float = 0.55,
-) -> np.ndarray:
-    """Blend a saliency map over an image as ``[H, W, 3]`` uint8.
-
-    ``saliency`` is in [0, 1] (float) or [0, 255] (uint8, as the bundle stores maps). The image
-    is shown in grey under the map so the colours read as saliency only.
-    """
-    base = to_uint8_image(image).astype(np.float32) / 255.0
-    if saliency is None:
-        return (base * 255 + 0.5).astype(np.uint8)
-    sal = np.asarray(saliency)
-    sal = sal / 255.0 if sal.dtype == np.uint8 else np.nan_to_num(np.clip(sal, 0, 1))
-    gray = base.mean(axis=-1, keepdims=True).repeat(3, axis=-1)
-    colour = matplotlib.colormaps[cmap](sal)[..., :3].astype(np.float32)
-    out = (1 - alpha) * gray + alpha * colour
-    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def tile_uri(arr: np.ndarray, min_side: int = MIN_TILE) -> str:
