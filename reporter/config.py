@@ -24,7 +24,9 @@ from reporter.explain.registry import METHODS
 __all__ = [
     "FORMATS",
     "MODEL_CARD_FIELDS",
+    "TRUST_SETTINGS",
     "AuditConfig",
+    "check_trust",
     "check_types",
     "check_value",
     "load_config",
@@ -93,6 +95,8 @@ class AuditConfig:
         cache_dir: Where the demo caches trained checkpoints (``None`` = user cache).
         quiet: No progress bars.
         model_card: Model-card fields (see ``MODEL_CARD_FIELDS``).
+        trust: The ``[trust]`` table: thresholds and sample sizes of the trust checks (see
+            :data:`TRUST_SETTINGS`); held complete, defaults filled in.
     """
 
     model: str | None = None
@@ -127,6 +131,7 @@ class AuditConfig:
     cache_dir: str | None = None
     quiet: bool = False
     model_card: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # the typed schema: see check_value
@@ -181,18 +186,20 @@ class AuditConfig:
     def to_toml(self) -> str:
         """The effective configuration as TOML (``None`` values are left out)."""
         lines = ["# Effective configuration of this report: `reporter audit --config <this file>`"]
-        card = {}
+        tables: dict[str, dict[str, Any]] = {}
         for key, value in self.to_dict().items():
-            if key == "model_card":
-                card = value
+            if isinstance(value, dict):  # [model_card], [trust]: written as tables
+                tables[key] = value
                 continue
             if value is None:
                 continue
             lines.append(f"{key} = {_toml_value(value)}")
-        if card:
+        for name, table in tables.items():
+            if not table:
+                continue
             lines.append("")
-            lines.append("[model_card]")
-            for key, value in card.items():
+            lines.append(f"[{name}]")
+            for key, value in table.items():
                 lines.append(f"{key} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
 
@@ -317,6 +324,8 @@ def check_value(name: str, value: Any) -> Any:
     Raises:
         ReporterError: one line naming the key, the value and what was expected.
     """
+    if name == "trust":
+        return check_trust(value)
     tp, bounds = _schema()[name]
     if get_origin(tp) is dict and isinstance(value, dict):  # name the bad entry of the table
         for key, entry in value.items():
@@ -339,6 +348,68 @@ def check_value(name: str, value: Any) -> Any:
         if above is not None and not converted > above:
             raise ReporterError(f"{name} = {_show(value)} must be above {above}.")
     return converted
+
+
+# ------------------------------------------------------------------ the [trust] table
+
+TRUST_SETTINGS: dict[str, tuple[type, int | float, int | float, int | float | None, str]] = {
+    # key: (type, default, minimum, maximum or None, what it sets)
+    "drop": (float, 0.2, 0.0, 1.0, "background swap: flag when a class's recall drops by this"),
+    "drop_interval_lower": (float, 0.05, 0.0, 1.0, "... with the drop interval's lower end above"),
+    "changed": (float, 0.5, 0.0, 1.0, "background swap: or when this share of predictions change"),
+    "changed_interval_lower": (float, 0.3, 0.0, 1.0, "... with the Wilson lower end at least"),
+    "pull": (float, 0.5, 0.0, 1.0, "background swap: a class's backgrounds pull others to it"),
+    "pull_interval_lower": (float, 0.25, 0.0, 1.0, "... with the Wilson lower end this far above"),
+    "region_area": (float, 0.05, 0.001, 0.5, "area of the salient box searched for, of the image"),
+    "max_region_area": (float, 0.10, 0.001, 1.0, "a region cue is at most this share of the image"),
+    "flip": (float, 0.5, 0.0, 1.0, "region paste: flag when it flips this share beyond control"),
+    "flip_interval_lower": (float, 0.25, 0.0, 1.0, "... with the Wilson lower end this far above"),
+    "sanity_spearman": (float, 0.5, 0.0, 1.0, "randomization fails at this rank correlation"),
+    "sanity_ssim": (float, 0.8, 0.0, 1.0, "... or at this SSIM"),
+    "sanity_images": (int, 24, 2, None, "images of the randomization test"),
+    "sanity_seeds": (int, 3, 1, 10, "seeds of the randomized models"),
+    "faithfulness_images": (int, 32, 1, None, "images of deletion / insertion"),
+    "region_images": (int, 96, 2, None, "images of the mask-free region intervention"),
+    "bootstrap": (int, 1000, 100, None, "bootstrap resamples of every interval"),
+}
+"""The keys of ``[trust]`` in audit.toml: type, default, bounds and meaning. The defaults are
+the constants of :mod:`reporter.metrics.trust` (a test keeps them equal)."""
+
+
+def check_trust(value: Any) -> dict[str, Any]:
+    """Check a ``[trust]`` table; return it complete (defaults for the keys not given).
+
+    Raises:
+        ReporterError: one line for an unknown key (naming the valid ones), a value of the
+            wrong type or out of its range.
+    """
+    if not isinstance(value, dict):
+        raise ReporterError(
+            f"trust = {_show(value)} is {_kind(value)}; expected a table ([trust])."
+        )
+    unknown = [k for k in value if k not in TRUST_SETTINGS]
+    if unknown:
+        raise ReporterError(
+            f"Unknown [trust] key {unknown[0]!r}. Valid keys: {', '.join(TRUST_SETTINGS)}."
+        )
+    out: dict[str, Any] = {}
+    for key, (tp, default, lo, hi, _) in TRUST_SETTINGS.items():
+        v = value.get(key, default)
+        ok, converted = _convert(v, tp)
+        if not ok or (isinstance(converted, float) and not math.isfinite(converted)):
+            raise ReporterError(
+                f"trust.{key} = {_show(v)} is {_kind(v)}; expected {_TYPE_WORDS[tp]}."
+            )
+        if converted < lo or (hi is not None and converted > hi):
+            span = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise ReporterError(f"trust.{key} = {_show(v)} is out of range; it must be {span}.")
+        out[key] = converted
+    if out["region_area"] > out["max_region_area"]:
+        raise ReporterError(
+            f"trust.region_area = {out['region_area']} is above trust.max_region_area = "
+            f"{out['max_region_area']}: a region that size could never be flagged."
+        )
+    return out
 
 
 def check_types(data: dict[str, Any]) -> None:

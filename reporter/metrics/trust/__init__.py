@@ -25,6 +25,7 @@ from reporter.metrics.trust.faithfulness import (
     random_map_reference,
 )
 from reporter.metrics.trust.interventions import (
+    CueSearch,
     InterventionEffect,
     PasteEffect,
     Region,
@@ -32,10 +33,14 @@ from reporter.metrics.trust.interventions import (
     background_swap,
     class_mean_maps,
     consistent_region,
+    pasted_images,
+    pixel_contrast_maps,
     region_ablation,
     region_cue,
     region_paste,
     region_shortcuts,
+    search_region_cues,
+    swapped_images,
 )
 from reporter.metrics.trust.localization import (
     ZHANG_TOLERANCE,
@@ -85,6 +90,7 @@ __all__ = [
     "SSIM_THRESHOLD",
     "ZHANG_TOLERANCE",
     "ConfidenceChange",
+    "CueSearch",
     "DeletionInsertion",
     "GradedSanity",
     "InterventionEffect",
@@ -110,7 +116,9 @@ __all__ = [
     "method_agreement",
     "outside_fraction",
     "parameter_layers",
+    "pasted_images",
     "per_class",
+    "pixel_contrast_maps",
     "pointing_game",
     "random_map_reference",
     "randomization_scores",
@@ -122,7 +130,9 @@ __all__ = [
     "region_paste",
     "region_shortcuts",
     "sanity_verdict",
+    "search_region_cues",
     "shortcut_scores",
     "ssim",
+    "swapped_images",
     "zhang_tolerance",
 ]
