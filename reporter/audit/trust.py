@@ -290,6 +290,15 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
         batch,
         config.seed,
     )
+    # the end point of deletion: every pixel removed (a model still right here reads no detail)
+    data["faithfulness"]["fully_removed"] = T.fully_removed(
+        model,
+        images[:nf],
+        targets[:nf],
+        labels[:nf],
+        baselines=FAITHFULNESS_BASELINES,
+        batch_size=max(64, batch),
+    )
 
     # localization, on the images that have a mask
     masks, missing = load_masks(prep.bundle.test, dataset_idx, config.masks, prep.preprocess)

@@ -22,6 +22,7 @@ from reporter.metrics.trust.faithfulness import (
     baseline_images,
     deletion_insertion,
     faithfulness_with_references,
+    fully_removed,
     random_map_reference,
 )
 from reporter.metrics.trust.interventions import (
@@ -110,6 +111,7 @@ __all__ = [
     "dilate",
     "energy_pointing_game",
     "faithfulness_with_references",
+    "fully_removed",
     "grade_randomization",
     "graded_randomization",
     "location_agreement",

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reporter.metrics.trust._common import as_maps, resize_maps
+from reporter.metrics.trust._common import as_maps, resize_maps, wilson_interval
 from reporter.nn.hooks import eval_mode
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "baseline_images",
     "deletion_insertion",
     "faithfulness_with_references",
+    "fully_removed",
     "random_map_reference",
 ]
 
@@ -461,4 +462,55 @@ def random_map_reference(
             rdel.append(float(res.deletion_auc.mean()))
             rins.append(float(res.insertion_auc.mean()))
         out[name] = (sum(rdel) / len(rdel), sum(rins) / len(rins))
+    return out
+
+
+def fully_removed(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    baselines: tuple[str, ...] = ("blur", "zero"),
+    batch_size: int = 64,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The model on images whose every pixel was removed: the end point of the deletion curve.
+
+    A model that still gets a fully blurred image right reads something a blur keeps (colour,
+    layout: a background, say), not the object's detail; that is itself evidence of a
+    shortcut. Per baseline: ``accuracy`` (prediction equals the label; Wilson interval),
+    ``same_prediction`` (equals the intact image's prediction ``targets``) and ``confidence``
+    (mean softmax probability of ``targets``), beside the intact ``intact_accuracy`` and the
+    ``chance`` level ``1 / classes``; ``n`` images.
+    """
+    labels = labels.reshape(-1).to(images.device)
+    targets = targets.reshape(-1).to(images.device)
+    n = int(images.shape[0])
+    out: dict[str, Any] = {"n": n}
+
+    if n == 0:
+        raise ValueError("fully_removed needs at least one image")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        mode = eval_mode(model) if isinstance(model, nn.Module) else nullcontext()
+        with mode, torch.no_grad():
+            return torch.cat(
+                [model(x[i : i + batch_size]).float() for i in range(0, n, batch_size)]
+            )
+
+    intact = run(images)
+    out["intact_accuracy"] = float((intact.argmax(1) == labels).double().mean())
+    out["chance"] = 1.0 / int(intact.shape[1])
+    out["baselines"] = {}
+    for name in baselines:
+        logits = run(baseline_images(images, name))
+        pred = logits.argmax(1)
+        k = int((pred == labels).sum())
+        out["baselines"][name] = {
+            "accuracy": k / n,
+            "interval": list(wilson_interval(k, n, confidence)),
+            "same_prediction": float((pred == targets).double().mean()),
+            "confidence": float(torch.softmax(logits, 1).gather(1, targets[:, None]).mean()),
+        }
     return out
