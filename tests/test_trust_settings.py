@@ -70,3 +70,29 @@ def test_bad_trust_table_is_one_clear_line(tmp_path, table, message):
 def test_trust_must_be_a_table():
     with pytest.raises(ReporterError, match="expected a table"):
         check_trust(0.5)
+
+
+def test_docs_table_lists_every_key_with_its_default():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "trust.rst").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("``") and line.count("``") >= 2:
+            key = line.split("``")[1]
+            if key in TRUST_SETTINGS:
+                rows[key] = line.split("``", 2)[2].split()[0]
+    assert set(rows) == set(TRUST_SETTINGS)
+    for key, (tp, default, *_) in TRUST_SETTINGS.items():
+        assert tp(rows[key]) == default, key
+
+
+def test_stage_arguments_follow_the_table():
+    t = AuditConfig(trust={"flip": 0.7, "region_area": 0.03, "bootstrap": 200}).trust
+    assert stage.region_rules(t) == {
+        "area": 0.03,
+        "max_area": 0.1,
+        "flip_threshold": 0.7,
+        "flip_lower": 0.25,
+        "n_boot": 200,
+    }
