@@ -126,6 +126,9 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
     Arrays: ``images`` ``[N, H, W, 3]`` uint8, ``maps`` ``[M, N, H, W]`` uint8 and ``flags``
     ``[M, N]`` (all-zero or NaN maps, drawn as a note instead of a blank tile). Each item of
     the section names its ``row`` in these arrays.
+    Misclassified images also get the map of their *true* class (the Grad-CAM paper's failure
+    analysis): ``true_maps`` ``[M, W, H, W]`` uint8 for the W misclassified images, each such
+    item naming its ``true_row``.
     """
     preds = stream.predictions
     names = prep.bundle.class_names
@@ -144,6 +147,20 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
         batch_size=config.batch_size,
     )
     row_of = {p: i for i, p in enumerate(positions)}
+    # misclassified images: the map of the true class too, beside the predicted one's
+    wrong = sorted({p for groups in chosen.values() for p in groups.get("misclassified", [])})
+    true_row = {p: i for i, p in enumerate(wrong)}
+    true_maps = None
+    if wrong:
+        _, _, tmaps, _ = explain_images(
+            prep,
+            methods,
+            [int(preds.indices[p]) for p in wrong],
+            [layer],
+            batch_size=config.batch_size,
+            targets=torch.as_tensor(preds.labels[wrong], dtype=torch.long),
+        )
+        true_maps = torch.stack([tmaps[m][layer] for m in methods])
     classes: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for c, groups in chosen.items():
         classes[names[c]] = {}
@@ -165,6 +182,8 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
                         "flagged_methods": [m for m in methods if bool(flags[m][layer][r])],
                     }
                 )
+                if p in true_row:
+                    items[-1]["true_row"] = true_row[p]
             classes[names[c]][kind] = items
     result.section = {"layer": layer, "methods": methods, "classes": classes}
     result.arrays = {
@@ -172,6 +191,8 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
         "maps": uint8_maps(torch.stack([maps[m][layer] for m in methods])),
         "flags": torch.stack([flags[m][layer] for m in methods]).numpy().astype(bool),
     }
+    if true_maps is not None:
+        result.arrays["true_maps"] = uint8_maps(true_maps)
     return result
 
 

@@ -13,6 +13,7 @@ computes the maps.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -523,6 +524,12 @@ def _shortcut_examples(
                 candidates[c].append(
                     (_example(c, k, before[j], after[j], "region-ablate", names), shown_own[j])
                 )
+    for c in flagged:  # within a class, alternate the kinds of intervention
+        kinds: dict[str, list[tuple[dict[str, Any], torch.Tensor]]] = {}
+        for item in candidates[c]:
+            kinds.setdefault(item[0]["kind"], []).append(item)
+        mixed = [x for group in itertools.zip_longest(*kinds.values()) for x in group if x]
+        candidates[c] = mixed
     # round-robin over the flagged classes, at most SHORTCUT_EXAMPLES in all
     records: list[dict[str, Any]] = []
     pictures: list[torch.Tensor] = []
