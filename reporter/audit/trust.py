@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -271,7 +273,19 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     settings = config.trust
     data["settings"] = dict(settings)
     ns = min(settings["sanity_images"], n)
+    seconds: dict[str, float] = {}
+    data["seconds"] = seconds  # where the stage's time goes, per check
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        seconds[name] = round(seconds.get(name, 0.0) + now - tick, 3)
+        tick = now
+
+    lap("maps")
     data["sanity"] = _sanity(model, images[:ns], targets[:ns], layers, methods, batch, settings)
+    lap("sanity")
     data["sanity_images"] = ns
     data["sanity_seeds"] = list(range(settings["sanity_seeds"]))
     data["sanity_rules"] = {
@@ -301,6 +315,7 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
         batch_size=max(64, batch),
     )
 
+    lap("faithfulness")
     # localization, on the images that have a mask
     masks, missing = load_masks(prep.bundle.test, dataset_idx, config.masks, prep.preprocess)
     have = torch.ones(n, dtype=torch.bool)
@@ -323,8 +338,9 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
             methods,
         )
 
+    lap("localization")
     data["shortcut"], rows, examples, pictures = _shortcuts(
-        prep, config, images, units, labels, raw, masks, have, layers, methods, dataset_idx
+        prep, config, images, units, labels, raw, masks, have, layers, methods, dataset_idx, lap
     )
     data["shortcut_examples"] = examples
     data["shortcut_rules"] = {
@@ -335,6 +351,7 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     }
     data["object_definition"] = OBJECT_DEFINITION if masks is not None else None
     data["agreement"] = T.agreement_summary(T.method_agreement(maps)) if len(methods) > 1 else None
+    lap("agreement")
     result.section = data
     if rows:
         result.arrays = {
@@ -367,6 +384,7 @@ def _shortcuts(
     layers: list[str],
     methods: list[str],
     dataset_idx: list[int],
+    lap: Callable[[str], None] = lambda name: None,
 ) -> tuple[dict[str, Any], list[int], list[dict[str, Any]], list[torch.Tensor]]:
     """Per class: saliency statistics (candidates only) and the interventions that decide.
 
@@ -411,9 +429,11 @@ def _shortcuts(
             pull_threshold=settings["pull"],
             pull_lower_threshold=settings["pull_interval_lower"],
         )
+    lap("shortcut_background_swap")
     search = _region_search(
         model, images, labels, layers, methods, names, batch, config.seed, settings
     )
+    lap("shortcut_region_search")
     out: dict[str, Any] = {}
     rows: list[int] = []
     for cname, s in scores.items():
@@ -462,6 +482,7 @@ def _shortcuts(
     records, pictures = _shortcut_examples(
         model, images, units, labels, masks, keep, names, out, search, config.seed, fwd, settings
     )
+    lap("shortcut_examples")
     return out, rows, records, pictures
 
 
