@@ -172,3 +172,43 @@ def test_example_images_reproduce_the_interventions():
     with torch.no_grad():
         after = model(shown).argmax(1)
     assert float((after == 0).float().mean()) == effect.rate_after
+
+
+@pytest.mark.parametrize("name", list(CUES))
+def test_stage_shortcut_examples_are_the_images_the_cue_turned_wrong(name):
+    from reporter.audit.trust import SHORTCUT_EXAMPLES, _shortcut_examples
+    from reporter.config import AuditConfig
+
+    images, masks, labels, names, model, _ = cue_data(name, n=64)
+    cls = names[CUES[name][0]]
+    effects = background_swap(model, images, masks, labels, class_names=names)
+    search = search_region_cues(model, images, labels, {}, names)
+    out = {
+        c: {
+            "flagged": effects[c].flagged or search[c].flagged,
+            "flagged_by": [
+                k
+                for k, v in (
+                    ("background-swap", effects[c].flagged),
+                    ("region-paste", search[c].flagged),
+                )
+                if v
+            ],
+        }
+        for c in names
+    }
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    records, pictures = _shortcut_examples(
+        model, images, images, labels, masks, keep, names, out, search, 0, 64, AuditConfig().trust
+    )
+    assert 0 < len(records) <= SHORTCUT_EXAMPLES and len(records) == len(pictures)
+    assert {r["class"] for r in records} == {cls}
+    assert {r["kind"] for r in records} >= {"background-swap", "region-paste"}
+    with torch.no_grad():
+        after = model(torch.stack(pictures)).argmax(1)
+    for r, a in zip(records, after.tolist(), strict=True):
+        assert r["pred_after"] == names[a] and r["pred_before"] != r["pred_after"]
+        if r["kind"] == "region-paste":
+            assert r["pred_after"] == cls and r["label"] != cls
+        if r["kind"] == "region-ablate":
+            assert r["label"] == cls and r["pred_before"] == cls
