@@ -99,14 +99,7 @@ def explain_images(
         ``(images [N, C, H, W] as the model sees them, unit images in [0, 1],
         maps[method][layer] [N, H, W], flags[method][layer] [N])``.
     """
-    test = prep.bundle.test
-    xs = []
-    for i in dataset_indices:
-        x, _, _, err = test[i]
-        if x is None:  # pragma: no cover - it was readable during the pass
-            raise ReporterError(f"{test.describe(i)} became unreadable during the run: {err}")
-        xs.append(x)
-    images = torch.stack(xs)
+    images, units = load_images(prep, dataset_indices)
     model = prep.loaded.model
     maps, flags = explain_batches(
         model,
@@ -117,7 +110,20 @@ def explain_images(
         batch_size=batch_size,
         device=model_device(model),
     )
-    return images, prep.preprocess.denormalize(images), maps, flags
+    return images, units, maps, flags
+
+
+def load_images(prep: Prepared, dataset_indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images [N, C, H, W] as the model sees them, the same in [0, 1] for display)``."""
+    test = prep.bundle.test
+    xs = []
+    for i in dataset_indices:
+        x, _, _, err = test[i]
+        if x is None:  # pragma: no cover - it was readable during the pass
+            raise ReporterError(f"{test.describe(i)} became unreadable during the run: {err}")
+        xs.append(x)
+    images = torch.stack(xs)
+    return images, prep.preprocess.denormalize(images)
 
 
 def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> SectionResult:

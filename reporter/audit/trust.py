@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from reporter.audit.explanations import explain_images, source_of
+from reporter.audit.explanations import load_images, source_of
 from reporter.audit.results import SectionResult, uint8_images, uint8_maps
 from reporter.audit.stream import StreamResult
 from reporter.config import AuditConfig
 from reporter.data import load_dataset
 from reporter.data.masks import load_masks
 from reporter.explain import explain_batches
+from reporter.explain.result import normalize_maps
 from reporter.metrics import trust as T
 from reporter.metrics.trust import interventions as I
 from reporter.nn.device import model_device
@@ -264,10 +265,12 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     labels = torch.as_tensor(preds.labels[pos], dtype=torch.long)
     names = list(prep.bundle.class_names)
     batch = config.batch_size
-    images, units, all_maps, _ = explain_images(
-        prep, methods, dataset_idx, [layer], batch_size=batch, targets=targets
-    )
-    maps = {m: all_maps[m][layer] for m in methods}
+    images, units = load_images(prep, dataset_idx)
+    # one pass of the engine: raw (non-negative) maps for energy and every saliency share, and
+    # their min-max normalisation (what the engine's normalize=True gives) for the rest
+    raw_all = _maps(model, images, targets, [layer], methods, batch, normalize=False)
+    raw = {m: raw_all[m][layer] for m in methods}
+    maps = {m: normalize_maps(raw[m]) for m in methods}
     data: dict[str, Any] = {"sample": n, "layer": layer, "layers": layers, "seed": config.seed}
 
     settings = config.trust
@@ -325,9 +328,6 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     if masks is not None and not have.any():
         masks = None
     data["localization"] = None
-    # raw (non-negative, not normalised) maps: energy and every saliency share use these
-    raw_all = _maps(model, images, targets, [layer], methods, batch, normalize=False)
-    raw = {m: raw_all[m][layer] for m in methods}
     if masks is not None:
         data["localization"] = _localization(
             {m: maps[m][have] for m in methods},
