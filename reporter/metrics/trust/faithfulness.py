@@ -252,10 +252,15 @@ def deletion_insertion(
 
     per_image = 2 * (steps + 1)  # deletion steps, then insertion steps
     total = b * t * per_image
+    # Identical inputs are evaluated once: insertion's last step is the intact image (deletion's
+    # first), its first the baseline (deletion's last), and a tie order whose chosen pixels at a
+    # step equal the first order's (no tie straddles that step) gives the same image.
+    source = _unique_rows(rank.view(b, t, h * w), counts, steps)  # [total] -> evaluated row
+    needed = torch.unique(source)
     scores = torch.empty(total, device=device)
     with _inference(model_fn), torch.no_grad():
-        for start in range(0, total, batch_size):
-            flat = torch.arange(start, min(total, start + batch_size), device=device)
+        for start in range(0, len(needed), batch_size):
+            flat = needed[start : start + batch_size]
             row = flat // per_image
             img_idx = row // t
             within = flat % per_image
@@ -266,6 +271,7 @@ def deletion_insertion(
             take_base = chosen ^ insert.view(-1, 1, 1, 1)
             batch = torch.where(take_base, base[img_idx], images[img_idx])
             scores[flat] = _probabilities(model_fn(batch), tgt[img_idx])
+    scores = scores[source]
     scores = scores.view(b, t, 2, steps + 1).mean(dim=1)
     deletion, insertion = scores[:, 0], scores[:, 1]
 
@@ -273,6 +279,29 @@ def deletion_insertion(
         return (curve[:, :-1] + curve[:, 1:]).sum(dim=1) / (2 * steps)
 
     return DeletionInsertion(deletion, insertion, auc(deletion), auc(insertion))
+
+
+def _unique_rows(rank: torch.Tensor, counts: torch.Tensor, steps: int) -> torch.Tensor:
+    """For every (image, order, curve, step) row of :func:`deletion_insertion`, the row whose
+    input image is the same and is evaluated instead (itself when it is the first such row).
+
+    ``rank``: ``[B, T, P]`` position of each pixel in each order; ``counts``: pixels chosen at
+    each step. Row index: ``((image * T + order) * 2 + curve) * (steps + 1) + step``.
+    """
+    b, t, _ = rank.shape
+    n = steps + 1
+    idx = torch.arange(b * t * 2 * n, device=rank.device).view(b, t, 2, n)
+    src = idx.clone()
+    if t > 1:
+        # chosen sets equal to the first order's at that step
+        chosen = rank[:, :, None, :] < counts.view(1, 1, -1, 1)  # [B, T, n, P]
+        same = (chosen[:, 1:] == chosen[:, :1]).all(dim=-1)  # [B, T-1, n]
+        for curve in (0, 1):
+            src[:, 1:, curve] = torch.where(same, idx[:, :1, curve], idx[:, 1:, curve])
+    # the end points: insertion's last = deletion's first (intact), first = deletion's last
+    src[:, :, 1, n - 1] = src[:, :, 0, 0]
+    src[:, :, 1, 0] = src[:, :, 0, n - 1]
+    return src.flatten()
 
 
 def average_drop_increase(
