@@ -801,6 +801,7 @@ def region_paste(
     seed: int = 0,
     batch_size: int = 128,
     confidence: float = 0.95,
+    before: torch.Tensor | None = None,
 ) -> PasteEffect:
     """Paste ``box`` from the class's images into other classes' images; count the flips.
 
@@ -823,6 +824,8 @@ def region_paste(
         seed: Seed of the source choice.
         batch_size: Images per forward pass.
         confidence: Level of the Wilson interval.
+        before: The model's predictions on ``images_other`` when already known (several boxes
+            pasted into the same images: one forward pass saved per box).
 
     Returns:
         A :class:`PasteEffect`.
@@ -839,7 +842,8 @@ def region_paste(
         edited[:, :, y0:y1, x0:x1] = sources[src][:, :, y0:y1, x0:x1].to(edited)
         return edited
 
-    before = _predict(model, images_other, batch_size)
+    if before is None:
+        before = _predict(model, images_other, batch_size)
     after = _predict(model, pasted(patch_source_images), batch_size)
     eligible = before != target_class
     n_eligible = int(eligible.sum())
@@ -1178,6 +1182,7 @@ def search_region_cues(
             continue
         tried: dict[Box, PasteEffect] = {}
         records: list[dict] = []
+        before = _predict(model, images[~sel], batch_size)  # shared by every box's paste
         best: tuple[float, str, Region, PasteEffect] | None = None
         proposals: list[tuple[str, tuple[int, int] | None]] = [(src, None) for src in sources]
         if pixel_contrast:  # the strongest pixel too: a sharp mark can lose to a broad plateau
@@ -1201,6 +1206,7 @@ def search_region_cues(
                     seed=seed + index,
                     batch_size=batch_size,
                     confidence=confidence,
+                    before=before,
                 )
             paste = tried[region.box]
             verdict = region_cue(
