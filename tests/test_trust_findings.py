@@ -81,13 +81,14 @@ def test_cue_location_record_states_its_numbers():
 
 def test_fully_blurred_finding_only_above_its_rule():
     (rec,) = fully_removed_findings(_audit())
-    assert rec["severity"] == "medium" and rec["numbers"]["accuracy"] == 0.92
+    assert rec["severity"] == "low" and rec["numbers"]["accuracy"] == 0.92
     assert rec["statement"].startswith(
         "Fully blurred images are still classified correctly 92% of the time (95% interval "
         "80%–97%, n = 32; 100% intact, chance 25%)"
     )
     assert fully_removed_findings(_audit(acc=BLURRED_ACCURACY - 0.01)) == []
-    assert fully_removed_findings(_audit(acc=0.6, lo=0.2)) == []  # not above chance
+    assert fully_removed_findings(_audit(acc=0.85, lo=0.45)) == []  # lower end not above 0.5
+    assert fully_removed_findings(_audit(acc=0.5625, lo=0.39)) == []  # the clean shapes model
     assert fully_removed_findings({"trust": {}}) == []
 
 
@@ -99,7 +100,7 @@ def test_borderline_sanity_and_order():
         in (rec["statement"])
     )
     assert borderline_sanity_findings(_audit(status="passed")) == []
-    assert [r["severity"] for r in trust_findings(_audit())] == ["high", "medium", "low"]
+    assert [r["severity"] for r in trust_findings(_audit())] == ["high", "low", "low"]
 
 
 class ColourReader(nn.Module):

@@ -15,15 +15,21 @@ from typing import Any
 
 __all__ = [
     "BLURRED_ACCURACY",
+    "BLURRED_LOWER",
     "borderline_sanity_findings",
     "cue_location_findings",
     "fully_removed_findings",
     "trust_findings",
 ]
 
-BLURRED_ACCURACY = 0.5
-"""A fully blurred image still classified right this often (and the Wilson interval's lower
-end above chance) is a finding: the model reads what a blur keeps, not the object's detail."""
+BLURRED_ACCURACY = 0.8
+"""Fully blurred images still classified right this often, with the Wilson interval's lower
+end above :data:`BLURRED_LOWER`, are a finding: the model reads what a blur keeps. Measured: a
+clean gapnet on ``shapes`` keeps 56 % (95 % interval 39-72 %, n = 32) of fully blurred images
+(a 1.6-pixel blur keeps large shapes' outlines), so the rule sits well above that."""
+
+BLURRED_LOWER = 0.5
+"""... and the interval's lower end above this (most images, not chance)."""
 
 _SEVERITY = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
@@ -79,8 +85,11 @@ def cue_location_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def fully_removed_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
-    """A ``medium`` record when fully blurred images are still classified right at least
-    :data:`BLURRED_ACCURACY` of the time with the interval's lower end above chance."""
+    """A ``low`` record when fully blurred images are still classified right at least
+    :data:`BLURRED_ACCURACY` of the time with the interval's lower end above
+    :data:`BLURRED_LOWER` and above chance. Low, not more: a blur also keeps coarse shape (a
+    clean model of smooth digits keeps them too); it weighs as evidence beside a flagged
+    shortcut."""
     faith = (audit.get("trust") or {}).get("faithfulness") or {}
     removed = faith.get("fully_removed") or {}
     blur = (removed.get("baselines") or {}).get("blur")
@@ -88,7 +97,7 @@ def fully_removed_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     acc, lo = blur["accuracy"], blur["interval"][0]
     chance = removed["chance"]
-    if not (acc >= BLURRED_ACCURACY and lo > chance):
+    if not (acc >= BLURRED_ACCURACY and lo > max(BLURRED_LOWER, chance)):
         return []
     numbers = {
         "accuracy": acc,
@@ -102,13 +111,13 @@ def fully_removed_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
         f"Fully blurred images are still classified correctly {_pct(acc)} of the time "
         f"(95% interval {_pct(blur['interval'][0])}–{_pct(blur['interval'][1])}, n = "
         f"{removed['n']}; {_pct(removed['intact_accuracy'])} intact, chance {_pct(chance)}): "
-        "the model reads something a blur keeps, such as colour or the background, not only "
-        "the object's detail."
+        "the model reads something a blur keeps (colour, the background or coarse shape), not "
+        "the object's detail; with a flagged shortcut, this supports it."
     )
     return [
         {
             "id": "trust-fully-blurred",
-            "severity": "medium",
+            "severity": "low",
             "statement": statement,
             "numbers": numbers,
             "evidence": {"anchor": "trust-faithfulness", "label": "Faithfulness"},
