@@ -265,19 +265,7 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     labels = torch.as_tensor(preds.labels[pos], dtype=torch.long)
     names = list(prep.bundle.class_names)
     batch = config.batch_size
-    images, units = load_images(prep, dataset_idx)
-    # one pass of the engine: raw (non-negative) maps for energy and every saliency share, and
-    # their min-max normalisation (what the engine's normalize=True gives) for the rest
-    raw_all = _maps(model, images, targets, [layer], methods, batch, normalize=False)
-    raw = {m: raw_all[m][layer] for m in methods}
-    maps = {m: normalize_maps(raw[m]) for m in methods}
-    data: dict[str, Any] = {"sample": n, "layer": layer, "layers": layers, "seed": config.seed}
-
-    settings = config.trust
-    data["settings"] = dict(settings)
-    ns = min(settings["sanity_images"], n)
     seconds: dict[str, float] = {}
-    data["seconds"] = seconds  # where the stage's time goes, per check
     tick = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -286,6 +274,18 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
         seconds[name] = round(seconds.get(name, 0.0) + now - tick, 3)
         tick = now
 
+    images, units = load_images(prep, dataset_idx)
+    # one pass of the engine: raw (non-negative) maps for energy and every saliency share, and
+    # their min-max normalisation (what the engine's normalize=True gives) for the rest
+    raw_all = _maps(model, images, targets, [layer], methods, batch, normalize=False)
+    raw = {m: raw_all[m][layer] for m in methods}
+    maps = {m: normalize_maps(raw[m]) for m in methods}
+    data: dict[str, Any] = {"sample": n, "layer": layer, "layers": layers, "seed": config.seed}
+    data["seconds"] = seconds  # where the stage's time goes, per check
+
+    settings = config.trust
+    data["settings"] = dict(settings)
+    ns = min(settings["sanity_images"], n)
     lap("maps")
     data["sanity"] = _sanity(model, images[:ns], targets[:ns], layers, methods, batch, settings)
     lap("sanity")
