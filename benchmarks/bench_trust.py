@@ -12,9 +12,14 @@ one process and on the same model and batch size:
 
 Goal: both at least 0.7 x the forward-only rate.
 
+With ``--stage`` it instead runs the digits demo audit (``reporter audit`` with its defaults,
+JSON only, the demo model cached) and prints where the trust stage's time goes, per check
+(``trust.seconds`` of audit.json), as seconds and as a share of the stage and of the run.
+
 Usage::
 
     python benchmarks/bench_trust.py [--model resnet18|gapnet] [--size 64] [--batch 64]
+    python benchmarks/bench_trust.py --stage [--out /tmp/bench-trust]
 """
 
 from __future__ import annotations
@@ -73,8 +78,29 @@ def interleaved(fns: list[Callable[[], object]], rounds: int) -> list[float]:
     return best
 
 
+def stage(out: str) -> None:
+    """The digits demo's trust stage, check by check."""
+    import json
+    from pathlib import Path
+
+    from reporter import run_audit
+    from reporter.config import AuditConfig
+
+    start = time.perf_counter()
+    run_audit(AuditConfig(out=out, formats=("json",), quiet=True))
+    total = time.perf_counter() - start
+    audit = json.loads((Path(out) / "audit.json").read_text())
+    seconds = audit["trust"]["seconds"]
+    stage_s = audit["timings"]["trust"]
+    print(f"digits demo: run {total:.1f} s, trust stage {stage_s:.1f} s ({stage_s / total:.0%})")
+    for name, sec in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:28s} {sec:7.2f} s  {sec / stage_s:5.1%} of the stage")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", action="store_true", help="time the digits demo's checks")
+    parser.add_argument("--out", default="/tmp/bench-trust", help="bundle folder of --stage")
     parser.add_argument("--model", default="resnet18", choices=["resnet18", "gapnet"])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
@@ -83,6 +109,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     args = parser.parse_args()
+    if args.stage:
+        stage(args.out)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -26,8 +26,10 @@ __all__ = [
     "MODEL_CARD_FIELDS",
     "PATH_FIELDS",
     "SIGNOFF_FIELDS",
+    "TRUST_SETTINGS",
     "VERDICT_FIELDS",
     "AuditConfig",
+    "check_trust",
     "check_types",
     "check_value",
     "load_config",
@@ -169,6 +171,8 @@ class AuditConfig:
             architecture (a ``[arch_kwargs]`` table).
         weights_sha256: The weights the audit expects (audit.toml records them); a model whose
             weights hash differs is refused.
+        trust: The ``[trust]`` table: thresholds and sample sizes of the trust checks (see
+            :data:`TRUST_SETTINGS`); held complete, defaults filled in.
     """
 
     model: str | None = None
@@ -219,6 +223,7 @@ class AuditConfig:
     std: tuple[float, ...] | None = None
     arch_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"any_table": True})
     weights_sha256: str | None = None
+    trust: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # the typed schema: see check_value
@@ -522,6 +527,8 @@ def check_value(name: str, value: Any) -> Any:
     Raises:
         ReporterError: one line naming the key, the value and what was expected.
     """
+    if name == "trust":
+        return check_trust(value)
     tp, bounds = _schema()[name]
     if "table" in bounds:
         return _check_table(name, value, bounds["table"])
@@ -594,6 +601,68 @@ def _check_table(name: str, value: Any, spec: dict[str, TableKey]) -> dict[str, 
                 f"{name}.{key} = {_show(entry)} is out of range; it must be {span}."
             )
         out[key] = converted
+    return out
+
+
+# ------------------------------------------------------------------ the [trust] table
+
+TRUST_SETTINGS: dict[str, tuple[type, int | float, int | float, int | float | None, str]] = {
+    # key: (type, default, minimum, maximum or None, what it sets)
+    "drop": (float, 0.2, 0.0, 1.0, "background swap: flag when a class's recall drops by this"),
+    "drop_interval_lower": (float, 0.05, 0.0, 1.0, "... with the drop interval's lower end above"),
+    "changed": (float, 0.5, 0.0, 1.0, "background swap: or when this share of predictions change"),
+    "changed_interval_lower": (float, 0.3, 0.0, 1.0, "... with the Wilson lower end at least"),
+    "pull": (float, 0.5, 0.0, 1.0, "background swap: a class's backgrounds pull others to it"),
+    "pull_interval_lower": (float, 0.25, 0.0, 1.0, "... with the Wilson lower end this far above"),
+    "region_area": (float, 0.05, 0.001, 0.5, "area of the salient box searched for, of the image"),
+    "max_region_area": (float, 0.10, 0.001, 1.0, "a region cue is at most this share of the image"),
+    "flip": (float, 0.5, 0.0, 1.0, "region paste: flag when it flips this share beyond control"),
+    "flip_interval_lower": (float, 0.25, 0.0, 1.0, "... with the Wilson lower end this far above"),
+    "sanity_spearman": (float, 0.5, 0.0, 1.0, "randomization fails at this rank correlation"),
+    "sanity_ssim": (float, 0.8, 0.0, 1.0, "... or at this SSIM"),
+    "sanity_images": (int, 24, 2, None, "images of the randomization test"),
+    "sanity_seeds": (int, 3, 1, 10, "seeds of the randomized models"),
+    "faithfulness_images": (int, 32, 1, None, "images of deletion / insertion"),
+    "region_images": (int, 96, 2, None, "images of the mask-free region intervention"),
+    "bootstrap": (int, 1000, 100, None, "bootstrap resamples of every interval"),
+}
+"""The keys of ``[trust]`` in audit.toml: type, default, bounds and meaning. The defaults are
+the constants of :mod:`reporter.metrics.trust` (a test keeps them equal)."""
+
+
+def check_trust(value: Any) -> dict[str, Any]:
+    """Check a ``[trust]`` table; return it complete (defaults for the keys not given).
+
+    Raises:
+        ReporterError: one line for an unknown key (naming the valid ones), a value of the
+            wrong type or out of its range.
+    """
+    if not isinstance(value, dict):
+        raise ReporterError(
+            f"trust = {_show(value)} is {_kind(value)}; expected a table ([trust])."
+        )
+    unknown = [k for k in value if k not in TRUST_SETTINGS]
+    if unknown:
+        raise ReporterError(
+            f"Unknown [trust] key {unknown[0]!r}. Valid keys: {', '.join(TRUST_SETTINGS)}."
+        )
+    out: dict[str, Any] = {}
+    for key, (tp, default, lo, hi, _) in TRUST_SETTINGS.items():
+        v = value.get(key, default)
+        ok, converted = _convert(v, tp)
+        if not ok or (isinstance(converted, float) and not math.isfinite(converted)):
+            raise ReporterError(
+                f"trust.{key} = {_show(v)} is {_kind(v)}; expected {_TYPE_WORDS[tp]}."
+            )
+        if converted < lo or (hi is not None and converted > hi):
+            span = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise ReporterError(f"trust.{key} = {_show(v)} is out of range; it must be {span}.")
+        out[key] = converted
+    if out["region_area"] > out["max_region_area"]:
+        raise ReporterError(
+            f"trust.region_area = {out['region_area']} is above trust.max_region_area = "
+            f"{out['max_region_area']}: a region that size could never be flagged."
+        )
     return out
 
 

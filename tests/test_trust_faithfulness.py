@@ -131,3 +131,35 @@ def test_average_drop_increase():
     assert more.increase_rate == 1.0 and more.average_drop == 0.0
     assert (more.explanation_score > more.score).all()
     assert set(more.summary()) == {"average_drop", "increase_rate"}
+
+
+def test_identical_inputs_are_evaluated_once_with_the_same_curves():
+    """A map without ties gives the same images in every tie order, and the curves' end points
+    are the intact image and the baseline: only the distinct images go through the model."""
+    import torch as _t
+
+    from reporter.metrics.trust import deletion_insertion as _di
+
+    seen = []
+
+    def model(x):
+        seen.append(x.shape[0])
+        return _t.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)
+
+    gen = _t.Generator().manual_seed(0)
+    images = _t.rand(3, 3, 8, 8, generator=gen)
+    distinct = _t.rand(3, 8, 8, generator=gen)  # no ties
+    target = _t.zeros(3, dtype=_t.long)
+    one = _di(model, images, distinct, target, steps=6, tie_orders=1, baseline="zero")
+    seen.clear()
+    four = _di(
+        model, images, distinct, target, steps=6, tie_orders=4, ties="random", baseline="zero"
+    )
+    assert sum(seen) == 3 * (2 * 7 - 2)  # one order's rows, the two end points shared
+    assert _t.allclose(one.deletion_auc, four.deletion_auc)
+    assert _t.allclose(one.insertion_auc, four.insertion_auc)
+    # a map of ties: orders differ where a tie straddles a step, and are still averaged
+    seen.clear()
+    flat = _t.zeros(3, 8, 8)
+    _di(model, images, flat, target, steps=6, tie_orders=4, ties="random", baseline="zero")
+    assert 3 * (2 * 7 - 2) < sum(seen) <= 3 * 4 * 2 * 7

@@ -99,14 +99,7 @@ def explain_images(
         ``(images [N, C, H, W] as the model sees them, unit images in [0, 1],
         maps[method][layer] [N, H, W], flags[method][layer] [N])``.
     """
-    test = prep.bundle.test
-    xs = []
-    for i in dataset_indices:
-        x, _, _, err = test[i]
-        if x is None:  # pragma: no cover - it was readable during the pass
-            raise ReporterError(f"{test.describe(i)} became unreadable during the run: {err}")
-        xs.append(x)
-    images = torch.stack(xs)
+    images, units = load_images(prep, dataset_indices)
     model = prep.loaded.model
     maps, flags = explain_batches(
         model,
@@ -117,7 +110,20 @@ def explain_images(
         batch_size=batch_size,
         device=model_device(model),
     )
-    return images, prep.preprocess.denormalize(images), maps, flags
+    return images, units, maps, flags
+
+
+def load_images(prep: Prepared, dataset_indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images [N, C, H, W] as the model sees them, the same in [0, 1] for display)``."""
+    test = prep.bundle.test
+    xs = []
+    for i in dataset_indices:
+        x, _, _, err = test[i]
+        if x is None:  # pragma: no cover - it was readable during the pass
+            raise ReporterError(f"{test.describe(i)} became unreadable during the run: {err}")
+        xs.append(x)
+    images = torch.stack(xs)
+    return images, prep.preprocess.denormalize(images)
 
 
 def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> SectionResult:
@@ -126,6 +132,9 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
     Arrays: ``images`` ``[N, H, W, 3]`` uint8, ``maps`` ``[M, N, H, W]`` uint8 and ``flags``
     ``[M, N]`` (all-zero or NaN maps, drawn as a note instead of a blank tile). Each item of
     the section names its ``row`` in these arrays.
+    Misclassified images also get the map of their *true* class (the Grad-CAM paper's failure
+    analysis): ``true_maps`` ``[M, W, H, W]`` uint8 for the W misclassified images, each such
+    item naming its ``true_row``.
     """
     preds = stream.predictions
     names = prep.bundle.class_names
@@ -144,6 +153,20 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
         batch_size=config.batch_size,
     )
     row_of = {p: i for i, p in enumerate(positions)}
+    # misclassified images: the map of the true class too, beside the predicted one's
+    wrong = sorted({p for groups in chosen.values() for p in groups.get("misclassified", [])})
+    true_row = {p: i for i, p in enumerate(wrong)}
+    true_maps = None
+    if wrong:
+        _, _, tmaps, _ = explain_images(
+            prep,
+            methods,
+            [int(preds.indices[p]) for p in wrong],
+            [layer],
+            batch_size=config.batch_size,
+            targets=torch.as_tensor(preds.labels[wrong], dtype=torch.long),
+        )
+        true_maps = torch.stack([tmaps[m][layer] for m in methods])
     classes: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for c, groups in chosen.items():
         classes[names[c]] = {}
@@ -165,6 +188,8 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
                         "flagged_methods": [m for m in methods if bool(flags[m][layer][r])],
                     }
                 )
+                if p in true_row:
+                    items[-1]["true_row"] = true_row[p]
             classes[names[c]][kind] = items
     result.section = {"layer": layer, "methods": methods, "classes": classes}
     result.arrays = {
@@ -172,6 +197,8 @@ def galleries(prep: Prepared, config: AuditConfig, stream: StreamResult) -> Sect
         "maps": uint8_maps(torch.stack([maps[m][layer] for m in methods])),
         "flags": torch.stack([flags[m][layer] for m in methods]).numpy().astype(bool),
     }
+    if true_maps is not None:
+        result.arrays["true_maps"] = uint8_maps(true_maps)
     return result
 
 

@@ -25,7 +25,7 @@ from reporter.nn.device import model_device
 from reporter.progress import step_progress
 from reporter.setup import Prepared
 
-__all__ = ["feature_visualization", "first_conv"]
+__all__ = ["MIN_ACTIVATION", "MIN_CONTRAST", "feature_visualization", "first_conv", "render_status"]
 
 
 def first_conv(model: nn.Module) -> str | None:
@@ -66,6 +66,26 @@ def _channel_order(
             if len(order) >= config.featvis_channels:
                 break
     return order, per_class
+
+
+MIN_ACTIVATION = 1e-3
+"""A render whose channel activation ends at or below this did not excite the channel."""
+MIN_CONTRAST = 0.01
+"""A render whose pixels' standard deviation (in [0, 1]) is below this is a flat image."""
+
+
+def render_status(start: float, end: float, image: torch.Tensor) -> tuple[str, str | None]:
+    """``("converged", None)`` or ``("failed", reason)`` for one activation-maximization render:
+    failed when the activation ends at or below :data:`MIN_ACTIVATION` or did not rise, or
+    the image ``[C, H, W]`` in [0, 1] is flat (standard deviation below :data:`MIN_CONTRAST`).
+    A failed render is never drawn as a result."""
+    if end != end or end <= MIN_ACTIVATION:  # NaN or ~0
+        return "failed", f"the activation ends at {end:.2g}: the channel was not excited"
+    if end <= start:
+        return "failed", f"the activation did not rise ({start:.2g} to {end:.2g})"
+    if float(image.float().std()) < MIN_CONTRAST:
+        return "failed", "the image is flat"
+    return "converged", None
 
 
 def feature_visualization(
@@ -158,9 +178,14 @@ def _render_layers(
                         "array": key,
                     }
                 )
+            status, reason = render_status(
+                float(rendered.initial[ci]), float(rendered.final[ci]), rendered.images[ci]
+            )
             channels[str(ch)] = {
                 "objective_start": float(rendered.initial[ci]),
                 "objective_end": float(rendered.final[ci]),
+                "status": status,
+                "reason": reason,
                 "top_examples": examples,
                 "render": [f"render_{li}", ci],
             }

@@ -19,6 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from reporter.audit.trust_findings import (
+    borderline_sanity_findings,
+    cue_location_findings,
+    fully_removed_findings,
+)
 from reporter.config import VERDICT_FIELDS
 from reporter.explain.registry import method_title
 
@@ -258,8 +263,10 @@ def key_findings(
     found = (
         _shortcut_check(audit, rules)
         + _shortcut_intervention(audit)
+        + _cue_locations(audit)
         + _integrity(audit)
         + _sanity(audit)
+        + _borderline_layers(audit)
         + _faithfulness(audit)
         + _fully_removed(audit)
         + _localization(audit)
@@ -577,10 +584,38 @@ FULLY_REMOVED_KEPT = 0.9
 :func:`fully_removed_finding` to call the removal irrelevant to the model."""
 
 
+def _cue_locations(audit: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where the cue of a class flagged by the background swap sits (the region search located
+    it); a class flagged by the region paste already names its region in its own finding."""
+    shortcut = (audit.get("trust") or {}).get("shortcut") or {}
+    return [
+        f
+        for f in cue_location_findings(audit)
+        if (shortcut.get(f["id"].removeprefix("trust-cue-")) or {}).get("basis") == "mask"
+    ]
+
+
+def _borderline_layers(audit: dict[str, Any]) -> list[dict[str, Any]]:
+    """Layers whose randomization test is borderline, for methods that passed overall (a
+    method that failed or is inconclusive has its own finding)."""
+    sanity = (audit.get("trust") or {}).get("sanity") or {}
+    passed = {m for m, v in sanity.items() if isinstance(v, dict) and v.get("status") == "passed"}
+    return [
+        f
+        for f in borderline_sanity_findings(audit)
+        if any(f["id"].startswith(f"trust-sanity-borderline-{m}-") for m in passed)
+    ]
+
+
 def _fully_removed(audit: dict[str, Any]) -> list[dict[str, Any]]:
-    """The last point of the deletion curve (every pixel blurred) against its first (intact),
-    from ``trust.faithfulness``; only when the removal barely matters (a ``medium`` finding)."""
+    """What the model does with fully removed images. With ``trust.faithfulness.fully_removed``
+    (accuracy on fully blurred images, with an interval) the rule of
+    :func:`reporter.audit.trust_findings.fully_removed_findings`; in older bundles the last
+    point of the deletion curve (every pixel blurred) against its first (intact), only when the
+    removal barely matters (a ``medium`` finding)."""
     faith = (audit.get("trust") or {}).get("faithfulness") or {}
+    if faith.get("fully_removed"):
+        return fully_removed_findings(audit)
     methods = faith.get("methods") or {}
     if not methods or "blur" not in (faith.get("baselines") or []):
         return []

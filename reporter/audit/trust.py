@@ -13,20 +13,24 @@ computes the maps.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from reporter.audit.explanations import explain_images, source_of
+from reporter.audit.explanations import load_images, source_of
 from reporter.audit.results import SectionResult, uint8_images, uint8_maps
 from reporter.audit.stream import StreamResult
 from reporter.config import AuditConfig
 from reporter.data import load_dataset
 from reporter.data.masks import load_masks
 from reporter.explain import explain_batches
+from reporter.explain.result import normalize_maps
 from reporter.metrics import trust as T
 from reporter.metrics.trust import interventions as I
 from reporter.nn.device import model_device
@@ -36,8 +40,9 @@ from reporter.setup import Prepared
 __all__ = [
     "CURVE_STEPS",
     "FAITHFULNESS_IMAGES",
+    "OBJECT_DEFINITION",
     "SANITY_IMAGES",
-    "SHORTCUT_MARGIN",
+    "SHORTCUT_EXAMPLES",
     "shortcut_accuracy",
     "trust_checks",
 ]
@@ -61,9 +66,28 @@ FAITHFULNESS_BASELINES = ("blur", "zero")
 """What removed pixels become: a blurred copy, or zero (RISE, the data's mean colour)."""
 REGION_IMAGES = 96
 """Images of the trust sample used by the mask-free region intervention."""
-SHORTCUT_MARGIN = 0.05
-"""Around each object mask, this fraction of the image side counts as the object's outline."""
+OBJECT_DEFINITION = (
+    "the object is the mask's pixels (no outline margin); energy inside is the share of the "
+    "raw, non-negative map's mass on those pixels"
+)
+"""The one definition of the object's area and of energy inside it, used by the localization
+table and the shortcut statistics alike (stated in ``trust.object_definition``)."""
 EVIDENCE_IMAGES = 4
+SHORTCUT_RULE_KEYS = (
+    "drop",
+    "drop_interval_lower",
+    "changed",
+    "changed_interval_lower",
+    "pull",
+    "pull_interval_lower",
+    "region_area",
+    "max_region_area",
+    "flip",
+    "flip_interval_lower",
+)
+"""The ``[trust]`` keys recorded in ``trust.shortcut_rules`` (their names there)."""
+SHORTCUT_EXAMPLES = 8
+"""Intervened images that the cue made the model get wrong, kept for page 1 (at most)."""
 
 
 def _maps(
@@ -91,7 +115,7 @@ def _maps(
     return maps
 
 
-def _sanity(model, images, targets, layers, methods, batch) -> dict[str, Any]:
+def _sanity(model, images, targets, layers, methods, batch, settings) -> dict[str, Any]:
     """Graded randomization of every method on every reported layer (several seeds)."""
 
     def explain(net: nn.Module, x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -99,7 +123,15 @@ def _sanity(model, images, targets, layers, methods, batch) -> dict[str, Any]:
         return {f"{m}@{layer}": maps[m][layer] for m in methods for layer in layers}
 
     graded = T.graded_randomization(
-        model, images, targets, explain, seeds=SANITY_SEEDS, max_steps=MAX_CASCADE
+        model,
+        images,
+        targets,
+        explain,
+        seeds=tuple(range(settings["sanity_seeds"])),
+        max_steps=MAX_CASCADE,
+        spearman_threshold=settings["sanity_spearman"],
+        ssim_threshold=settings["sanity_ssim"],
+        n_boot=settings["bootstrap"],
     )
     out: dict[str, Any] = {}
     for m in methods:
@@ -174,23 +206,37 @@ def _localization(maps, raw, masks, labels, names, methods) -> dict[str, Any]:
     return {"methods": loc, "object_area": float(masks.float().mean()), "images": len(masks)}
 
 
-def _region_shortcuts(model, images, labels, layers, methods, names, batch, seed):
-    """The mask-free intervention for every method and layer: ``{class: [cue per setting]}``.
+def region_rules(settings: dict[str, Any]) -> dict[str, float]:
+    """The region search's keyword arguments from the ``[trust]`` settings."""
+    return {
+        "area": settings["region_area"],
+        "max_area": settings["max_region_area"],
+        "flip_threshold": settings["flip"],
+        "flip_lower": settings["flip_interval_lower"],
+        "n_boot": settings["bootstrap"],
+    }
 
-    Runs on the first :data:`REGION_IMAGES` images of the (already random) trust sample: each
-    setting costs forward passes over the other classes' images for every class.
+
+def _region_search(model, images, labels, layers, methods, names, batch, seed, settings):
+    """The region intervention, ``{class: CueSearch}``: each class's box proposed by every
+    method and layer and by the pixel contrast, the one whose paste moves the predictions most
+    kept (:func:`~reporter.metrics.trust.search_region_cues`).
+
+    Runs on the first ``region_images`` images of the (already random) trust sample.
     """
-    images, labels = images[:REGION_IMAGES], labels[:REGION_IMAGES]
+    images, labels = images[: settings["region_images"]], labels[: settings["region_images"]]
     raw = _maps(model, images, labels, layers, methods, batch, normalize=False)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for m in methods:
-        for layer in layers:
-            cues = T.region_shortcuts(
-                model, images, labels, raw[m][layer], names, seed=seed, batch_size=max(64, batch)
-            )
-            for cname, cue in cues.items():
-                out.setdefault(cname, []).append({"method": m, "layer": layer, **cue.as_dict()})
-    return out
+    candidates = {f"{m}@{layer}": raw[m][layer] for m in methods for layer in layers}
+    return T.search_region_cues(
+        model,
+        images,
+        labels,
+        candidates,
+        names,
+        seed=seed,
+        batch_size=max(64, batch),
+        **region_rules(settings),
+    )
 
 
 def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> SectionResult:
@@ -219,17 +265,40 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     labels = torch.as_tensor(preds.labels[pos], dtype=torch.long)
     names = list(prep.bundle.class_names)
     batch = config.batch_size
-    images, units, all_maps, _ = explain_images(
-        prep, methods, dataset_idx, [layer], batch_size=batch, targets=targets
-    )
-    maps = {m: all_maps[m][layer] for m in methods}
-    data: dict[str, Any] = {"sample": n, "layer": layer, "layers": layers, "seed": config.seed}
+    seconds: dict[str, float] = {}
+    tick = time.perf_counter()
 
-    ns = min(SANITY_IMAGES, n)
-    data["sanity"] = _sanity(model, images[:ns], targets[:ns], layers, methods, batch)
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        seconds[name] = round(seconds.get(name, 0.0) + now - tick, 3)
+        tick = now
+
+    images, units = load_images(prep, dataset_idx)
+    # one pass of the engine: raw (non-negative) maps for energy and every saliency share, and
+    # their min-max normalisation (what the engine's normalize=True gives) for the rest
+    raw_all = _maps(model, images, targets, [layer], methods, batch, normalize=False)
+    raw = {m: raw_all[m][layer] for m in methods}
+    maps = {m: normalize_maps(raw[m]) for m in methods}
+    data: dict[str, Any] = {"sample": n, "layer": layer, "layers": layers, "seed": config.seed}
+    data["seconds"] = seconds  # where the stage's time goes, per check
+
+    settings = config.trust
+    data["settings"] = dict(settings)
+    ns = min(settings["sanity_images"], n)
+    lap("maps")
+    data["sanity"] = _sanity(model, images[:ns], targets[:ns], layers, methods, batch, settings)
+    lap("sanity")
     data["sanity_images"] = ns
-    data["sanity_seeds"] = list(SANITY_SEEDS)
-    nf = min(FAITHFULNESS_IMAGES, n)
+    data["sanity_seeds"] = list(range(settings["sanity_seeds"]))
+    data["sanity_rules"] = {
+        "spearman": settings["sanity_spearman"],
+        "ssim": settings["sanity_ssim"],
+        "images": ns,
+        "seeds": settings["sanity_seeds"],
+        "bootstrap": settings["bootstrap"],
+    }
+    nf = min(settings["faithfulness_images"], n)
     data["faithfulness"] = _faithfulness(
         model,
         images[:nf],
@@ -239,7 +308,17 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
         batch,
         config.seed,
     )
+    # the end point of deletion: every pixel removed (a model still right here reads no detail)
+    data["faithfulness"]["fully_removed"] = T.fully_removed(
+        model,
+        images[:nf],
+        targets[:nf],
+        labels[:nf],
+        baselines=FAITHFULNESS_BASELINES,
+        batch_size=max(64, batch),
+    )
 
+    lap("faithfulness")
     # localization, on the images that have a mask
     masks, missing = load_masks(prep.bundle.test, dataset_idx, config.masks, prep.preprocess)
     have = torch.ones(n, dtype=torch.bool)
@@ -250,77 +329,89 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
         masks = None
     data["localization"] = None
     if masks is not None:
-        raw = _maps(model, images[have], targets[have], [layer], methods, batch, normalize=False)
         data["localization"] = _localization(
             {m: maps[m][have] for m in methods},
-            {m: raw[m][layer] for m in methods},
+            {m: raw[m][have] for m in methods},
             masks[have],
             labels[have],
             names,
             methods,
         )
 
-    data["shortcut"], rows = _shortcuts(
-        prep, config, images, labels, maps, masks, have, layers, methods, dataset_idx
+    lap("localization")
+    data["shortcut"], rows, examples, pictures = _shortcuts(
+        prep, config, images, units, labels, raw, masks, have, layers, methods, dataset_idx, lap
     )
+    data["shortcut_examples"] = examples
     data["shortcut_rules"] = {
         "basis": "mask" if masks is not None else "region",
-        "drop": I.DROP_THRESHOLD,
-        "drop_interval_lower": I.CI_LOWER_THRESHOLD,
-        "changed": I.CHANGE_THRESHOLD,
-        "changed_interval_lower": I.CHANGE_LOWER_THRESHOLD,
-        "pull": I.PULL_THRESHOLD,
-        "pull_interval_lower": I.PULL_LOWER_THRESHOLD,
-        "region_area": I.REGION_AREA,
-        "max_region_area": I.MAX_REGION_AREA,
-        "flip": I.FLIP_THRESHOLD,
-        "flip_interval_lower": I.FLIP_LOWER_THRESHOLD,
+        **{k: settings[k] for k in SHORTCUT_RULE_KEYS},
+        "region_images": settings["region_images"],
+        "bootstrap": settings["bootstrap"],
     }
-    data["shortcut_margin_px"] = (
-        max(1, round(SHORTCUT_MARGIN * min(images.shape[-2:]))) if masks is not None else None
-    )
+    data["object_definition"] = OBJECT_DEFINITION if masks is not None else None
     data["agreement"] = T.agreement_summary(T.method_agreement(maps)) if len(methods) > 1 else None
+    lap("agreement")
     result.section = data
     if rows:
         result.arrays = {
             "evidence_images": uint8_images(units[rows]),
             "evidence_maps": uint8_maps(maps[methods[0]][rows]),
         }
+    if pictures:
+        result.arrays["shortcut_examples"] = uint8_images(torch.stack(pictures))
     return result
+
+
+def _source_fields(source: str) -> dict[str, str]:
+    """``method`` and ``layer`` of a region candidate's source (``"gradcam@features.relu4"``;
+    the pixel contrast has no method: ``"pixel contrast"`` at ``"input"``)."""
+    if "@" in source:
+        method, layer = source.split("@", 1)
+        return {"method": method, "layer": layer}
+    return {"method": source.replace("-", " "), "layer": "input"}
 
 
 def _shortcuts(
     prep: Prepared,
     config: AuditConfig,
     images: torch.Tensor,
+    units: torch.Tensor,
     labels: torch.Tensor,
-    maps: dict[str, torch.Tensor],
+    raw: dict[str, torch.Tensor],
     masks: torch.Tensor | None,
     have: torch.Tensor,
     layers: list[str],
     methods: list[str],
     dataset_idx: list[int],
-) -> tuple[dict[str, Any], list[int]]:
-    """Per class: saliency statistics (candidates only) and the intervention that decides.
+    lap: Callable[[str], None] = lambda name: None,
+) -> tuple[dict[str, Any], list[int], list[dict[str, Any]], list[torch.Tensor]]:
+    """Per class: saliency statistics (candidates only) and the interventions that decide.
 
     With masks, each object is kept and its background replaced by another class's
-    (:func:`~reporter.metrics.trust.background_swap`); without, each class's consistently
-    salient region is pasted into other classes' images, for every method and layer
-    (:func:`~reporter.metrics.trust.region_shortcuts`). Only the intervention flags a class.
+    (:func:`~reporter.metrics.trust.background_swap`). With or without masks, each class's
+    cue region is searched among the boxes proposed by every method and layer and by the pixel
+    contrast, and pasted into other classes' images
+    (:func:`~reporter.metrics.trust.search_region_cues`): it flags a watermark-like cue and
+    says where a flagged class's cue is. Only an intervention flags a class.
+
+    Returns:
+        ``(shortcut section, evidence rows, shortcut example records, example images)``; the
+        images are ``[3, H, W]`` in [0, 1], one per record.
     """
+    settings = config.trust
     model = prep.loaded.model
     names = list(prep.bundle.class_names)
     primary = methods[0]
     keep = have if masks is not None else torch.ones(len(images), dtype=torch.bool)
     kept = torch.nonzero(keep).flatten()
-    margin = max(1, round(SHORTCUT_MARGIN * min(images.shape[-2:])))
+    # one object area everywhere: the mask itself, no outline margin; mass on the raw map
     scores = T.shortcut_scores(
-        maps[primary][keep],
-        labels[keep],
-        names,
-        T.dilate(masks[keep], margin) if masks is not None else None,
+        raw[primary][keep], labels[keep], names, masks[keep] if masks is not None else None
     )
     batch = config.batch_size
+    fwd = max(64, batch)
+    effects: dict[str, Any] = {}
     if masks is not None:
         effects = T.background_swap(
             model,
@@ -329,24 +420,31 @@ def _shortcuts(
             labels[keep],
             class_names=names,
             seed=config.seed,
-            batch_size=max(64, batch),
+            batch_size=fwd,
+            n_boot=settings["bootstrap"],
+            drop_threshold=settings["drop"],
+            ci_lower_threshold=settings["drop_interval_lower"],
+            change_threshold=settings["changed"],
+            change_lower_threshold=settings["changed_interval_lower"],
+            pull_threshold=settings["pull"],
+            pull_lower_threshold=settings["pull_interval_lower"],
         )
-        interventions = {c: e.as_dict() for c, e in effects.items()}
-        settings: dict[str, list[dict[str, Any]]] = {}
-    else:
-        settings = _region_shortcuts(
-            model, images, labels, layers, methods, names, batch, config.seed
-        )
-        interventions = {}
-        for cname, cues in settings.items():
-            flagging = [c for c in cues if c["flagged"]]
-            # the setting that decides: the first that flags, else the primary method and layer
-            interventions[cname] = flagging[0] if flagging else cues[0]
+    lap("shortcut_background_swap")
+    search = _region_search(
+        model, images, labels, layers, methods, names, batch, config.seed, settings
+    )
+    lap("shortcut_region_search")
     out: dict[str, Any] = {}
     rows: list[int] = []
     for cname, s in scores.items():
-        effect = interventions.get(cname)
-        flagged = bool(effect and effect.get("flagged"))
+        swap = effects.get(cname)
+        found = search.get(cname)
+        cue = {**found.as_dict(), **_source_fields(found.source)} if found is not None else None
+        by_swap = bool(swap is not None and swap.flagged)
+        by_region = bool(found is not None and found.flagged)
+        flagged = by_swap or by_region
+        basis = "mask" if masks is not None and (by_swap or not by_region) else "region"
+        effect = swap.as_dict() if basis == "mask" and swap is not None else cue
         evidence = []
         mine = [int(kept[i]) for i in s["evidence"]]
         if flagged and not mine:
@@ -365,25 +463,116 @@ def _shortcuts(
             saliency["lift"] = None
         out[cname] = {
             "flagged": flagged,
-            "basis": "mask" if masks is not None else "region",
+            "flagged_by": [
+                k for k, v in (("background-swap", by_swap), ("region-paste", by_region)) if v
+            ],
+            "basis": basis,
             "method": primary,
             "intervention": effect,
+            "region": cue,
+            "cue_position": cue["position"] if by_region and cue is not None else None,
+            "cue_box": cue["box"] if by_region and cue is not None else None,
             "settings": [
-                {
-                    "method": c["method"],
-                    "layer": c["layer"],
-                    "flagged": c["flagged"],
-                    "flip_rate": c.get("flip_rate"),
-                    "control_flip_rate": c.get("control_flip_rate"),
-                    "position": c.get("position"),
-                }
-                for c in settings.get(cname, [])
+                {**_source_fields(c["source"]), **c} for c in (found.candidates if found else [])
             ],
             "saliency": saliency,
             "level": "flagged" if flagged else saliency.get("level", "none"),
             "evidence": evidence,
         }
-    return out, rows
+    records, pictures = _shortcut_examples(
+        model, images, units, labels, masks, keep, names, out, search, config.seed, fwd, settings
+    )
+    lap("shortcut_examples")
+    return out, rows, records, pictures
+
+
+def _shortcut_examples(
+    model, images, units, labels, masks, keep, names, out, search, seed, fwd, settings
+) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+    """The intervened images that the cue made the model get wrong (at most
+    :data:`SHORTCUT_EXAMPLES`, spread over the flagged classes), the same edits made on the
+    display images: a background swap that turned a right prediction wrong or pulled an image
+    to the cue's class; a pasted region that flipped an image to the class; an ablated region
+    that turned one of the class's right predictions wrong."""
+    flagged = [c for c, v in out.items() if v["flagged"]]
+    if not flagged:
+        return [], []
+    candidates: dict[str, list[tuple[dict[str, Any], torch.Tensor]]] = {c: [] for c in flagged}
+    n_region = min(len(images), settings["region_images"])
+    if masks is not None and any("background-swap" in out[c]["flagged_by"] for c in flagged):
+        idx = torch.nonzero(keep).flatten()
+        x, u, y, m = images[idx], units[idx], labels[idx], masks[idx]
+        edited, donors = I.swapped_images(x, m, y, seed=seed)
+        shown, _ = I.swapped_images(u, m, y, seed=seed)
+        before = I._predict(model, x, fwd)
+        after = I._predict(model, edited, fwd)
+        for i in range(len(y)):
+            true, d = int(y[i]), int(donors[i]) if donors is not None else -1
+            for c in flagged:
+                k = names.index(c)
+                own = true == k and before[i] == k and after[i] != k  # lost with its background
+                pulled = true != k and d == k and before[i] != k and after[i] == k
+                if "background-swap" in out[c]["flagged_by"] and (own or pulled):
+                    candidates[c].append(
+                        (_example(c, true, before[i], after[i], "background-swap", names), shown[i])
+                    )
+    for c in flagged:
+        found = search.get(c)
+        if found is None or not found.flagged:
+            continue
+        k = names.index(c)
+        box = tuple(found.cue.region.box)
+        x, u, y = images[:n_region], units[:n_region], labels[:n_region]
+        sel = y == k
+        other = torch.nonzero(~sel).flatten()
+        pasted = I.pasted_images(x[other], box, x[sel], seed + k)
+        shown = I.pasted_images(u[other], box, u[sel], seed + k)
+        before = I._predict(model, x[other], fwd)
+        after = I._predict(model, pasted, fwd)
+        for j in range(len(other)):
+            if before[j] != k and after[j] == k:
+                true = int(y[other[j]])
+                candidates[c].append(
+                    (_example(c, true, before[j], after[j], "region-paste", names), shown[j])
+                )
+        own = torch.nonzero(sel).flatten()
+        ablated = I.fill_box(x[own], box)
+        shown_own = I.fill_box(u[own], box)
+        before = I._predict(model, x[own], fwd)
+        after = I._predict(model, ablated, fwd)
+        for j in range(len(own)):
+            if before[j] == k and after[j] != k:
+                candidates[c].append(
+                    (_example(c, k, before[j], after[j], "region-ablate", names), shown_own[j])
+                )
+    for c in flagged:  # within a class, alternate the kinds of intervention
+        kinds: dict[str, list[tuple[dict[str, Any], torch.Tensor]]] = {}
+        for item in candidates[c]:
+            kinds.setdefault(item[0]["kind"], []).append(item)
+        mixed = [x for group in itertools.zip_longest(*kinds.values()) for x in group if x]
+        candidates[c] = mixed
+    # round-robin over the flagged classes, at most SHORTCUT_EXAMPLES in all
+    records: list[dict[str, Any]] = []
+    pictures: list[torch.Tensor] = []
+    depth = 0
+    while len(records) < SHORTCUT_EXAMPLES and any(len(v) > depth for v in candidates.values()):
+        for c in flagged:
+            if depth < len(candidates[c]) and len(records) < SHORTCUT_EXAMPLES:
+                record, picture = candidates[c][depth]
+                records.append(record)
+                pictures.append(picture.clamp(0, 1))
+        depth += 1
+    return records, pictures
+
+
+def _example(cname, true, before, after, kind, names) -> dict[str, Any]:
+    return {
+        "class": cname,
+        "label": names[int(true)],
+        "pred_before": names[int(before)],
+        "pred_after": names[int(after)],
+        "kind": kind,
+    }
 
 
 def shortcut_accuracy(prep: Prepared, config: AuditConfig) -> dict[str, Any] | None:

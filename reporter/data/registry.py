@@ -311,9 +311,15 @@ def load_dataset(
 
     Args:
         spec: ``digits``, ``shapes``, ``shapes-spurious``, ``shapes-patch`` or a folder path.
-            With ``train_path`` given, ``spec`` may be empty or ``digits`` (the CLI's default,
-            which cannot be told apart from an explicit ``--data digits``): the folders win.
-            A generated data set together with ``train_path`` is a conflict.
+            The rule: ``train_path`` (with ``test_path`` or a split of it) names the data alone;
+            ``spec`` may then be empty, ``digits`` (the ``train`` command's default, which cannot
+            be told apart from an explicit ``--data digits``) or the same folder; anything else
+            is a conflict. Without ``train_path``, ``test_path`` is always what is tested: with
+            a folder ``spec``, the model trains on the folder; alone, or beside ``digits`` (the
+            default of ``--data``, so it never hides a test folder), it is test-only data (no
+            training split: training then stops with a clear message); beside a generated data
+            set (``shapes``...), which has its own test split, it is a conflict.
+            Every conflict is a :class:`ReporterError` that says what to pass instead.
         seed: Seed of the train/test split (and of generated data).
         test_fraction: Fraction of each class held out for testing when one folder is split.
         train_path: Explicit training folder (``--train-data``); ``spec`` may then be empty.
@@ -326,13 +332,19 @@ def load_dataset(
             shortcut, or the corner patch for ``shapes-patch``).
         size: For ``shapes``: image side in pixels.
     """
+    generated = ("shapes", "shapes-spurious", "shapes-patch")
     if train_path is not None:
         # Checked before the registered names: ``train --train-data X`` arrives with the CLI's
         # default ``--data digits`` and must not silently train on digits.
-        if spec in ("shapes", "shapes-spurious", "shapes-patch"):
+        if spec in generated:
             raise ReporterError(
                 f"--data {spec} is generated data; it cannot be combined with --train-data. "
                 "Pass either a registered name or folders."
+            )
+        if spec and spec != "digits" and Path(spec) != Path(train_path):
+            raise ReporterError(
+                f"--data {spec} and --train-data {train_path} both name the training data; "
+                "give one of them (--train-data X --test-data Y, or --data FOLDER)."
             )
         if spec == "digits":
             log.info("--train-data given: using the folders, not the default --data digits")
@@ -342,6 +354,17 @@ def load_dataset(
             test_fraction=test_fraction,
             test_path=Path(test_path) if test_path else None,
         )
+    if spec in generated and test_path is not None:
+        raise ReporterError(
+            f"--test-data {test_path} cannot be combined with --data {spec}: {spec} is generated "
+            "with its own test split. To audit a folder, pass --data FOLDER (or --test-data "
+            "FOLDER alone with --model); to train on one folder and test on another, pass "
+            "--train-data X --test-data Y."
+        )
+    if spec == "digits" and test_path is not None:
+        # ``digits`` is the default of --data: a test folder given alone is what is audited
+        log.info("--test-data given: auditing that folder, not the default --data digits")
+        spec = ""
     if spec == "digits":
         return _digits(seed, test_fraction)
     if spec in ("shapes", "shapes-spurious"):
@@ -364,4 +387,9 @@ def load_dataset(
         test = FileImageDataset(files, labels, classes, root=path)
         channels, sz = _sniff(files)
         return DataBundle(display_name(path), classes, None, test, skipped, channels, sz)
-    return _folder(path, seed=seed, test_fraction=test_fraction, test_path=None)
+    return _folder(
+        path,
+        seed=seed,
+        test_fraction=test_fraction,
+        test_path=Path(test_path) if test_path is not None else None,
+    )

@@ -69,6 +69,7 @@ def _galleries(section: dict[str, Any], artifacts: Artifacts, cmap: str) -> dict
             "The bundle's audit.json lists gallery images but its artifacts have no "
             "galleries/images or galleries/maps arrays. The bundle is damaged; run the audit again."
         )
+    true_maps = artifacts.get("galleries", "true_maps")
     for cname, groups in classes.items():
         out["classes"][cname] = {}
         for kind, items in groups.items():
@@ -82,6 +83,12 @@ def _galleries(section: dict[str, Any], artifacts: Artifacts, cmap: str) -> dict
                         if m in item["flagged_methods"]
                         else fg.tile_uri(fg.overlay(images[r], maps[mi, r], cmap))
                     )
+                t = item.get("true_row")
+                if t is not None and true_maps is not None:  # the true class's map
+                    tile["true_overlays"] = {
+                        m: fg.tile_uri(fg.overlay(images[r], true_maps[mi, t], cmap))
+                        for mi, m in enumerate(methods)
+                    }
                 tiles.append(tile)
             out["classes"][cname][kind] = tiles
     return out

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reporter.metrics.trust._common import as_maps, resize_maps
+from reporter.metrics.trust._common import as_maps, resize_maps, wilson_interval
 from reporter.nn.hooks import eval_mode
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "baseline_images",
     "deletion_insertion",
     "faithfulness_with_references",
+    "fully_removed",
     "random_map_reference",
 ]
 
@@ -251,10 +252,15 @@ def deletion_insertion(
 
     per_image = 2 * (steps + 1)  # deletion steps, then insertion steps
     total = b * t * per_image
+    # Identical inputs are evaluated once: insertion's last step is the intact image (deletion's
+    # first), its first the baseline (deletion's last), and a tie order whose chosen pixels at a
+    # step equal the first order's (no tie straddles that step) gives the same image.
+    source = _unique_rows(rank.view(b, t, h * w), counts, steps)  # [total] -> evaluated row
+    needed = torch.unique(source)
     scores = torch.empty(total, device=device)
     with _inference(model_fn), torch.no_grad():
-        for start in range(0, total, batch_size):
-            flat = torch.arange(start, min(total, start + batch_size), device=device)
+        for start in range(0, len(needed), batch_size):
+            flat = needed[start : start + batch_size]
             row = flat // per_image
             img_idx = row // t
             within = flat % per_image
@@ -265,6 +271,7 @@ def deletion_insertion(
             take_base = chosen ^ insert.view(-1, 1, 1, 1)
             batch = torch.where(take_base, base[img_idx], images[img_idx])
             scores[flat] = _probabilities(model_fn(batch), tgt[img_idx])
+    scores = scores[source]
     scores = scores.view(b, t, 2, steps + 1).mean(dim=1)
     deletion, insertion = scores[:, 0], scores[:, 1]
 
@@ -272,6 +279,29 @@ def deletion_insertion(
         return (curve[:, :-1] + curve[:, 1:]).sum(dim=1) / (2 * steps)
 
     return DeletionInsertion(deletion, insertion, auc(deletion), auc(insertion))
+
+
+def _unique_rows(rank: torch.Tensor, counts: torch.Tensor, steps: int) -> torch.Tensor:
+    """For every (image, order, curve, step) row of :func:`deletion_insertion`, the row whose
+    input image is the same and is evaluated instead (itself when it is the first such row).
+
+    ``rank``: ``[B, T, P]`` position of each pixel in each order; ``counts``: pixels chosen at
+    each step. Row index: ``((image * T + order) * 2 + curve) * (steps + 1) + step``.
+    """
+    b, t, _ = rank.shape
+    n = steps + 1
+    idx = torch.arange(b * t * 2 * n, device=rank.device).view(b, t, 2, n)
+    src = idx.clone()
+    if t > 1:
+        # chosen sets equal to the first order's at that step
+        chosen = rank[:, :, None, :] < counts.view(1, 1, -1, 1)  # [B, T, n, P]
+        same = (chosen[:, 1:] == chosen[:, :1]).all(dim=-1)  # [B, T-1, n]
+        for curve in (0, 1):
+            src[:, 1:, curve] = torch.where(same, idx[:, :1, curve], idx[:, 1:, curve])
+    # the end points: insertion's last = deletion's first (intact), first = deletion's last
+    src[:, :, 1, n - 1] = src[:, :, 0, 0]
+    src[:, :, 1, 0] = src[:, :, 0, n - 1]
+    return src.flatten()
 
 
 def average_drop_increase(
@@ -461,4 +491,55 @@ def random_map_reference(
             rdel.append(float(res.deletion_auc.mean()))
             rins.append(float(res.insertion_auc.mean()))
         out[name] = (sum(rdel) / len(rdel), sum(rins) / len(rins))
+    return out
+
+
+def fully_removed(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    baselines: tuple[str, ...] = ("blur", "zero"),
+    batch_size: int = 64,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The model on images whose every pixel was removed: the end point of the deletion curve.
+
+    A model that still gets a fully blurred image right reads something a blur keeps (colour,
+    layout: a background, say), not the object's detail; that is itself evidence of a
+    shortcut. Per baseline: ``accuracy`` (prediction equals the label; Wilson interval),
+    ``same_prediction`` (equals the intact image's prediction ``targets``) and ``confidence``
+    (mean softmax probability of ``targets``), beside the intact ``intact_accuracy`` and the
+    ``chance`` level ``1 / classes``; ``n`` images.
+    """
+    labels = labels.reshape(-1).to(images.device)
+    targets = targets.reshape(-1).to(images.device)
+    n = int(images.shape[0])
+    out: dict[str, Any] = {"n": n}
+
+    if n == 0:
+        raise ValueError("fully_removed needs at least one image")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        mode = eval_mode(model) if isinstance(model, nn.Module) else nullcontext()
+        with mode, torch.no_grad():
+            return torch.cat(
+                [model(x[i : i + batch_size]).float() for i in range(0, n, batch_size)]
+            )
+
+    intact = run(images)
+    out["intact_accuracy"] = float((intact.argmax(1) == labels).double().mean())
+    out["chance"] = 1.0 / int(intact.shape[1])
+    out["baselines"] = {}
+    for name in baselines:
+        logits = run(baseline_images(images, name))
+        pred = logits.argmax(1)
+        k = int((pred == labels).sum())
+        out["baselines"][name] = {
+            "accuracy": k / n,
+            "interval": list(wilson_interval(k, n, confidence)),
+            "same_prediction": float((pred == targets).double().mean()),
+            "confidence": float(torch.softmax(logits, 1).gather(1, targets[:, None]).mean()),
+        }
     return out

@@ -77,6 +77,7 @@ __all__ = [
     "PULL_LOWER_THRESHOLD",
     "PULL_THRESHOLD",
     "REGION_AREA",
+    "CueSearch",
     "InterventionEffect",
     "PasteEffect",
     "Region",
@@ -87,10 +88,14 @@ __all__ = [
     "class_mean_maps",
     "consistent_region",
     "fill_box",
+    "pasted_images",
+    "pixel_contrast_maps",
     "region_ablation",
     "region_cue",
     "region_paste",
     "region_shortcuts",
+    "search_region_cues",
+    "swapped_images",
     "wilson_interval",
 ]
 
@@ -393,6 +398,35 @@ def _donors(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return donors
 
 
+def swapped_images(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mode: str = "swap",
+    seed: int = 0,
+    blur_sigma: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The edited images of :func:`background_swap` (same arguments, same images) and the
+    donors' labels (``None`` for ``mode="blur"``)."""
+    masks = masks.bool().to(images.device)
+    if masks.dim() == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    labels = labels.reshape(-1).to(images.device)
+    donor_labels = None
+    if mode == "swap":
+        gen = torch.Generator().manual_seed(int(seed))
+        donors = _donors(labels.cpu(), gen).to(images.device)
+        donor_labels = labels[donors]
+        background = _object_free_background(images[donors], masks[donors])
+    elif mode == "blur":
+        sigma = blur_sigma if blur_sigma is not None else max(1.0, min(images.shape[-2:]) / 10)
+        background = _masked_blur(images, ~masks, float(sigma))
+    else:
+        raise ValueError(f"mode must be 'swap' or 'blur', got {mode!r}")
+    return torch.where(masks[:, None], images, background), donor_labels
+
+
 def background_swap(
     model: ModelFn,
     images: torch.Tensor,
@@ -458,18 +492,9 @@ def background_swap(
         if class_names is not None
         else [str(i) for i in range(int(labels.max()) + 1)]
     )
-    donor_labels = None
-    if mode == "swap":
-        gen = torch.Generator().manual_seed(int(seed))
-        donors = _donors(labels.cpu(), gen).to(images.device)
-        donor_labels = labels[donors]
-        background = _object_free_background(images[donors], masks[donors])
-    elif mode == "blur":
-        sigma = blur_sigma if blur_sigma is not None else max(1.0, min(images.shape[-2:]) / 10)
-        background = _masked_blur(images, ~masks, float(sigma))
-    else:
-        raise ValueError(f"mode must be 'swap' or 'blur', got {mode!r}")
-    edited = torch.where(masks[:, None], images, background)
+    edited, donor_labels = swapped_images(
+        images, masks, labels, mode=mode, seed=seed, blur_sigma=blur_sigma
+    )
     before = _predict(model, images, batch_size)
     after = _predict(model, edited, batch_size)
     # one rule for the class-level effects, applied to all images and (swap) to a subset
@@ -579,6 +604,7 @@ def consistent_region(
     area: float = REGION_AREA,
     maps: torch.Tensor | None = None,
     size: tuple[int, int] | None = None,
+    centre: tuple[int, int] | None = None,
 ) -> Region:
     """The box of about ``area`` of the image that holds the most class-average saliency.
 
@@ -591,6 +617,9 @@ def consistent_region(
             the share of peaks in the box.
         size: ``(H, W)`` in which to express the box (the image size); default the map's own.
             The map is resized bilinearly first.
+        centre: Optional ``(y, x)``: the box is centred on this pixel (clipped to the image)
+            instead of placed where the mass is largest (a sharp, small peak can hold less
+            mass than a broad plateau of the same area).
 
     Returns:
         A :class:`Region`. Among boxes of equal mass the first in row-major order wins; a map
@@ -610,8 +639,13 @@ def consistent_region(
     bh = min(h, max(1, round(h * math.sqrt(area))))
     bw = min(w, max(1, round(w * math.sqrt(area))))
     sums = F.avg_pool2d(m[None, None].double(), (bh, bw), stride=1)[0, 0] * (bh * bw)
-    best = int(torch.argmax(sums.flatten()))
-    y0, x0 = divmod(best, sums.shape[1])
+    if centre is None:
+        best = int(torch.argmax(sums.flatten()))
+        y0, x0 = divmod(best, sums.shape[1])
+    else:
+        y0 = min(max(0, int(centre[0]) - bh // 2), h - bh)
+        x0 = min(max(0, int(centre[1]) - bw // 2), w - bw)
+        best = y0 * sums.shape[1] + x0
     box = (y0, x0, y0 + bh, x0 + bw)
     total = float(m.double().sum())
     area_fraction = bh * bw / (h * w)
@@ -767,6 +801,7 @@ def region_paste(
     seed: int = 0,
     batch_size: int = 128,
     confidence: float = 0.95,
+    before: torch.Tensor | None = None,
 ) -> PasteEffect:
     """Paste ``box`` from the class's images into other classes' images; count the flips.
 
@@ -789,6 +824,8 @@ def region_paste(
         seed: Seed of the source choice.
         batch_size: Images per forward pass.
         confidence: Level of the Wilson interval.
+        before: The model's predictions on ``images_other`` when already known (several boxes
+            pasted into the same images: one forward pass saved per box).
 
     Returns:
         A :class:`PasteEffect`.
@@ -805,7 +842,8 @@ def region_paste(
         edited[:, :, y0:y1, x0:x1] = sources[src][:, :, y0:y1, x0:x1].to(edited)
         return edited
 
-    before = _predict(model, images_other, batch_size)
+    if before is None:
+        before = _predict(model, images_other, batch_size)
     after = _predict(model, pasted(patch_source_images), batch_size)
     eligible = before != target_class
     n_eligible = int(eligible.sum())
@@ -1024,3 +1062,213 @@ def region_shortcuts(
             flip_lower=flip_lower,
         )
     return out
+
+
+# --------------------------------------------------------------------------- cue search
+
+
+def pixel_contrast_maps(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """Per class, how strongly each pixel tells the class's images from the others' ``[K, H, W]``.
+
+    ``max over channels of |mean_k - mean_rest| / (std_k + std_rest + 1e-6)``: high where the
+    class's images all carry the same content that other images never carry (a watermark at a
+    fixed place), low where objects sit anywhere. A *candidate* source for the region search
+    that needs no saliency map (the intervention decides); classes without images, or with
+    every image, get zeros.
+    """
+    x = images.float()
+    labels = labels.reshape(-1).to(x.device)
+    out = torch.zeros(num_classes, *x.shape[-2:], device=x.device)
+    for k in range(num_classes):
+        sel = labels == k
+        if not bool(sel.any()) or bool(sel.all()):
+            continue
+        a, b = x[sel], x[~sel]
+        diff = (a.mean(0) - b.mean(0)).abs()
+        spread = a.std(0, unbiased=False) + b.std(0, unbiased=False) + 1e-6
+        out[k] = (diff / spread).amax(0)
+    return out
+
+
+@dataclass(frozen=True)
+class CueSearch:
+    """The region search of one class over candidate maps, decided by intervention.
+
+    Attributes:
+        cue: The :class:`RegionCue` of the candidate whose pasted box moved the predictions
+            most (largest ``net_flip_rate``, first on ties), with its ablation.
+        source: Which candidate that was: ``"method@layer"``, ``"pixel-contrast"`` (the box
+            of most contrast) or ``"pixel-contrast-peak"`` (the box around its strongest pixel).
+        candidates: One record per candidate (``source``, ``box``, ``position``, ``flagged``,
+            ``flip_rate``, ``control_flip_rate``, ``net_flip_rate``), in the order given.
+    """
+
+    cue: RegionCue
+    source: str
+    candidates: list[dict]
+
+    @property
+    def flagged(self) -> bool:
+        return self.cue.flagged
+
+    def as_dict(self) -> dict:
+        """``RegionCue.as_dict()`` plus ``source`` and ``candidates``."""
+        return {**self.cue.as_dict(), "source": self.source, "candidates": list(self.candidates)}
+
+
+def search_region_cues(
+    model: ModelFn,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    candidate_maps: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    *,
+    classes: Sequence[str] | None = None,
+    pixel_contrast: bool = True,
+    area: float = REGION_AREA,
+    fill: str = "blur",
+    seed: int = 0,
+    batch_size: int = 128,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    max_area: float = MAX_REGION_AREA,
+    flip_threshold: float = FLIP_THRESHOLD,
+    flip_lower: float = FLIP_LOWER_THRESHOLD,
+) -> dict[str, CueSearch]:
+    """Find each class's cue region among several candidates and keep the one whose paste
+    moves the predictions most.
+
+    Every candidate proposes one box per class (:func:`consistent_region` on the class-average
+    of its maps; with ``pixel_contrast``, also on :func:`pixel_contrast_maps`). Each distinct
+    box is pasted into other classes' images beside the third-class control
+    (:func:`region_paste`); the candidate with the largest ``net_flip_rate`` is the class's
+    region (chosen by the intervention's effect, never by saliency), flagged by
+    :func:`region_cue`'s rule, and ablated in the class's images as evidence. A deep layer's
+    coarse or object-bound map can miss a small corner cue that a shallower layer or the pixel
+    contrast finds; searching them all and letting the intervention pick is what makes the
+    search find it.
+
+    Args:
+        model: A model or callable returning logits.
+        images: ``[N, C, H, W]`` model inputs.
+        labels: ``[N]`` true labels.
+        candidate_maps: ``{name: [N, h, w] raw maps}`` (e.g. ``"gradcam@features.relu4"``).
+        class_names: Names in label order.
+        classes: Search only these classes (default all with images and other classes).
+        pixel_contrast: Add the pixel-contrast candidate.
+        area, fill, seed, batch_size, n_boot, confidence, max_area, flip_threshold, flip_lower:
+            As for :func:`region_shortcuts`.
+
+    Returns:
+        ``{class_name: CueSearch}``.
+    """
+    h, w = images.shape[-2:]
+    labels = labels.reshape(-1).to(images.device)
+    k = len(class_names)
+    sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, maps in candidate_maps.items():
+        sal = resize_maps(as_maps(maps).detach().float().to(images.device), (h, w))
+        sources[name] = (class_mean_maps(sal, labels, k), sal)
+    if pixel_contrast:
+        contrast = pixel_contrast_maps(images, labels, k)
+        sources["pixel-contrast"] = (contrast, contrast[labels])
+    wanted = set(classes) if classes is not None else set(class_names)
+    out: dict[str, CueSearch] = {}
+    for index, cname in enumerate(class_names):
+        sel = labels == index
+        if cname not in wanted or not bool(sel.any()) or not bool((~sel).any()) or not sources:
+            continue
+        tried: dict[Box, PasteEffect] = {}
+        records: list[dict] = []
+        before = _predict(model, images[~sel], batch_size)  # shared by every box's paste
+        best: tuple[float, str, Region, PasteEffect] | None = None
+        proposals: list[tuple[str, tuple[int, int] | None]] = [(src, None) for src in sources]
+        if pixel_contrast:  # the strongest pixel too: a sharp mark can lose to a broad plateau
+            peak = int(sources["pixel-contrast"][0][index].argmax())
+            proposals.append(("pixel-contrast", divmod(peak, w)))
+        for source, centre in proposals:
+            means, sal = sources[source]
+            region = consistent_region(means[index], area=area, maps=sal[sel], centre=centre)
+            source = f"{source}-peak" if centre is not None else source
+            if region.box not in tried:
+                tried[region.box] = region_paste(
+                    model,
+                    images[~sel],
+                    region.box,
+                    images[sel],
+                    index,
+                    control_source_images=images[~sel],
+                    labels_other=labels[~sel],
+                    control_labels=labels[~sel],
+                    class_name=cname,
+                    seed=seed + index,
+                    batch_size=batch_size,
+                    confidence=confidence,
+                    before=before,
+                )
+            paste = tried[region.box]
+            verdict = region_cue(
+                cname,
+                region,
+                None,
+                paste,
+                max_area=max_area,
+                flip_threshold=flip_threshold,
+                flip_lower=flip_lower,
+            )
+            records.append(
+                {
+                    "source": source,
+                    "box": list(region.box),
+                    "position": region.position,
+                    "flagged": verdict.flagged,
+                    "flip_rate": paste.flip_rate,
+                    "control_flip_rate": paste.control_flip_rate,
+                    "net_flip_rate": paste.net_flip_rate,
+                }
+            )
+            if best is None or paste.net_flip_rate > best[0]:
+                best = (paste.net_flip_rate, source, region, paste)
+        assert best is not None
+        _, source, region, paste = best
+        ablation = region_ablation(
+            model,
+            images[sel],
+            labels[sel],
+            region.box,
+            fill=fill,
+            class_names=class_names,
+            seed=seed,
+            batch_size=batch_size,
+            n_boot=n_boot,
+            confidence=confidence,
+        ).get(cname)
+        cue = region_cue(
+            cname,
+            region,
+            ablation,
+            paste,
+            max_area=max_area,
+            flip_threshold=flip_threshold,
+            flip_lower=flip_lower,
+        )
+        out[cname] = CueSearch(cue=cue, source=source, candidates=records)
+    return out
+
+
+def pasted_images(
+    images_other: torch.Tensor, box: Box, patch_source_images: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """The images :func:`region_paste` (same ``seed``) gives the model: ``box`` copied from
+    random sources into ``images_other`` (for showing them)."""
+    y0, x0, y1, x1 = (int(v) for v in box)
+    gen = torch.Generator().manual_seed(int(seed))
+    n = images_other.shape[0]
+    src = torch.randint(patch_source_images.shape[0], (n,), generator=gen).to(
+        patch_source_images.device
+    )
+    edited = images_other.clone()
+    edited[:, :, y0:y1, x0:x1] = patch_source_images[src][:, :, y0:y1, x0:x1].to(edited)
+    return edited
