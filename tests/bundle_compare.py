@@ -17,6 +17,7 @@ IGNORED = (
     ("environment", "world_size"),
     ("explanations", "seconds_per_image"),
     ("model", "training", "seconds"),
+    ("signoff", "report_id"),  # a hash over everything else, the clocks included
 )
 """Paths in audit.json that differ between runs by nature: clocks and the process count."""
 
