@@ -337,11 +337,13 @@ def test_failed_feature_visualizations_are_marked_not_drawn(bundle: Path) -> Non
     channels = [layer["channels"][str(ch)] for ch in layer["rendered"]]
     assert len(channels) >= 2
     channels[0]["objective_end"] = channels[0]["objective_start"]  # flat: failed
+    channels[0]["status"], channels[0]["reason"] = "failed", "the activation did not rise"
     channels[1]["objective_start"], channels[1]["objective_end"] = 0.5, 1.5  # raised: drawn
+    channels[1]["status"] = "converged"
     figures = report_figures(audit, artifacts)
     html = render_html(audit, figures)
     failed = sum(
-        c["objective_end"] <= c["objective_start"]
+        c.get("status") == "failed"
         for info in audit["featvis"]["layers"].values()
         for c in (info["channels"][str(ch)] for ch in info["rendered"])
     )
