@@ -334,3 +334,65 @@ def test_verdict_rules_defaults_are_the_config_table() -> None:
     rules = verdict_rules({"ece_review": 0.3})
     assert set(rules) == set(VERDICT_FIELDS) and rules["ece_review"] == 0.3
     assert verdict_rules()["shortcut_accuracy_drop"] == 0.1
+
+
+def _region() -> dict[str, Any]:
+    return {
+        "area_fraction": 0.05,
+        "flip_rate": 0.89,
+        "control_flip_rate": 0.0,
+        "paste": {"n_eligible": 60},
+    }
+
+
+def test_trust_stage_findings_join_the_ranked_list_without_repeating_a_fact() -> None:
+    """The trust stage's records (reporter.audit.trust_findings) are wired in: a cue located for
+    a class the background swap flagged (a class flagged by the paste names its region in its
+    own finding), borderline layers of a method that passed overall (a failed or inconclusive
+    method has its own finding), and the fully-blurred rule instead of the deletion-curve one
+    when the bundle has ``trust.faithfulness.fully_removed``."""
+    layer = {
+        "status": "inconclusive",
+        "interval": [0.45, 0.56],
+        "spearman": 0.5,
+        "thresholds": {"spearman": 0.5},
+        "n_images": 24,
+        "n_seeds": 3,
+    }
+    audit = _audit(
+        trust={
+            "shortcut": {
+                "a": {"flagged": True, "basis": "mask", "cue_position": "top-left corner",
+                      "cue_box": [0, 0, 4, 4], "region": _region()},
+                "b": {"flagged": True, "basis": "region", "cue_position": "bottom-right corner",
+                      "cue_box": [28, 28, 32, 32], "region": _region()},
+            },
+            "sanity": {
+                "gradcam": {"status": "passed", "layers": {"relu3": layer}},
+                "eigencam": {"status": "failed", "layers": {"relu3": layer}},
+            },
+            "faithfulness": {
+                "images": 32,
+                "fully_removed": {
+                    "n": 40,
+                    "intact_accuracy": 0.95,
+                    "chance": 0.5,
+                    "baselines": {
+                        "blur": {"accuracy": 0.9, "interval": [0.77, 0.96], "confidence": 0.8}
+                    },
+                },
+            },
+        }
+    )  # fmt: skip
+    found = _by_id(audit)
+    assert "trust-cue-a" in found and found["trust-cue-a"]["severity"] == "high"
+    assert "top-left corner" in found["trust-cue-a"]["statement"]
+    assert "trust-cue-b" not in found
+    assert "trust-sanity-borderline-gradcam-relu3" in found
+    assert "trust-sanity-borderline-eigencam-relu3" not in found
+    assert "trust-fully-blurred" in found and "fully-removed-confidence" not in found
+    assert found["trust-fully-blurred"]["numbers"]["accuracy"] == 0.9
+    # below the rule's 80 %: no fully-blurred finding at all
+    audit["trust"]["faithfulness"]["fully_removed"]["baselines"]["blur"]["accuracy"] = 0.7
+    found = _by_id(audit)
+    assert "trust-fully-blurred" not in found and "fully-removed-confidence" not in found
