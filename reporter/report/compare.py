@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import jinja2.sandbox
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
@@ -23,7 +21,7 @@ from reporter.bundle import to_json
 from reporter.errors import ReporterError
 from reporter.outdir import staged_output
 from reporter.report import figures as fg
-from reporter.report.render import render_pdf, template_environment
+from reporter.report.render import render_pdf, template_environment, template_errors
 
 __all__ = [
     "COMPARE_FILES",
@@ -44,29 +42,9 @@ HISTORY_FILES = frozenset({"history.json", "history.html", "history.pdf"})
 def render_page(template: str, template_dir: str | Path | None, **context: Any) -> str:
     """Render ``template`` with the theme's CSS (sandboxed when ``template_dir`` is given)."""
     env = template_environment(template_dir)
-    try:
+    with template_errors(template_dir):
         css = env.get_template("report.css").render()
         return env.get_template(template).render(css=css, **context)
-    except jinja2.TemplateNotFound as exc:
-        raise ReporterError(f"Template {exc.name!r} not found in the template folders.") from exc
-    except jinja2.UndefinedError as exc:
-        raise ReporterError(f"A template uses an undefined value: {exc}.") from exc
-    except jinja2.TemplateSyntaxError as exc:
-        raise ReporterError(
-            f"Template syntax error in {exc.filename or exc.name}, line {exc.lineno}: {exc.message}"
-        ) from exc
-    except jinja2.sandbox.SecurityError as exc:
-        raise ReporterError(
-            f"A template in {template_dir} tried something templates may not do ({exc})."
-        ) from None
-    except ReporterError:
-        raise
-    except Exception as exc:  # a user template's runtime error (1/0, a bad filter)
-        if template_dir is None:
-            raise
-        raise ReporterError(
-            f"A template in {template_dir} failed: {type(exc).__name__}: {exc}."
-        ) from None
 
 
 def _map_tile(arr: np.ndarray, cmap: str) -> str:

@@ -23,6 +23,8 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "render_pdf",
     "slug",
     "template_environment",
+    "template_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -142,7 +145,7 @@ def render_html(
 ) -> str:
     """Render ``report.html`` (self-contained: CSS inlined, images as data URIs)."""
     env = template_environment(template_dir)
-    try:
+    with template_errors(template_dir):
         css = env.get_template("report.css").render()
         template = env.get_template("report.html")
         return template.render(
@@ -152,6 +155,15 @@ def render_html(
             titles={m: spec.title for m, spec in METHODS.items()},
             glossary=GLOSSARY,
         )
+
+
+@contextmanager
+def template_errors(template_dir: str | Path | None) -> Iterator[None]:
+    """Turn what rendering a template can raise into one-line :class:`ReporterError` messages
+    (a missing template, an undefined value, a syntax error, a sandbox violation, and a user
+    template's runtime error); the default theme's own bugs still raise as they are."""
+    try:
+        yield
     except ReporterError:
         raise
     except jinja2.TemplateNotFound as exc:
