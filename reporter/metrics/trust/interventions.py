@@ -787,6 +787,39 @@ class PasteEffect:
         return d
 
 
+def _paste_into_other_classes(
+    model: ModelFn,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sel: torch.Tensor,
+    index: int,
+    box: Box,
+    name: str,
+    seed: int,
+    batch_size: int,
+    confidence: float,
+    *,
+    before: torch.Tensor | None = None,
+) -> PasteEffect:
+    """:func:`region_paste` of class ``index``'s ``box`` (its images: ``sel``) into every other
+    class's images, with the same box from those images as the control."""
+    return region_paste(
+        model,
+        images[~sel],
+        box,
+        images[sel],
+        index,
+        control_source_images=images[~sel],
+        labels_other=labels[~sel],
+        control_labels=labels[~sel],
+        class_name=name,
+        seed=seed + index,
+        batch_size=batch_size,
+        confidence=confidence,
+        before=before,
+    )
+
+
 def region_paste(
     model: ModelFn,
     images_other: torch.Tensor,
@@ -1038,19 +1071,8 @@ def region_shortcuts(
         ).get(name)
         paste = None
         if bool((~sel).any()):
-            paste = region_paste(
-                model,
-                images[~sel],
-                region.box,
-                images[sel],
-                index,
-                control_source_images=images[~sel],
-                labels_other=labels[~sel],
-                control_labels=labels[~sel],
-                class_name=name,
-                seed=seed + index,
-                batch_size=batch_size,
-                confidence=confidence,
+            paste = _paste_into_other_classes(
+                model, images, labels, sel, index, region.box, name, seed, batch_size, confidence
             )
         out[name] = region_cue(
             name,
@@ -1193,19 +1215,17 @@ def search_region_cues(
             region = consistent_region(means[index], area=area, maps=sal[sel], centre=centre)
             source = f"{source}-peak" if centre is not None else source
             if region.box not in tried:
-                tried[region.box] = region_paste(
+                tried[region.box] = _paste_into_other_classes(
                     model,
-                    images[~sel],
-                    region.box,
-                    images[sel],
+                    images,
+                    labels,
+                    sel,
                     index,
-                    control_source_images=images[~sel],
-                    labels_other=labels[~sel],
-                    control_labels=labels[~sel],
-                    class_name=cname,
-                    seed=seed + index,
-                    batch_size=batch_size,
-                    confidence=confidence,
+                    region.box,
+                    cname,
+                    seed,
+                    batch_size,
+                    confidence,
                     before=before,
                 )
             paste = tried[region.box]
