@@ -8,6 +8,7 @@ previous report was left unchanged or the new one had already been written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -622,6 +623,14 @@ def layers(
 @click.option("--samples-per-class", type=int, default=None, help="Images per gallery row.")
 @click.option("--trust-samples", type=int, default=None, help="Images for the trust metrics.")
 @click.option(
+    "--trust-budget",
+    type=click.FloatRange(min=0),
+    default=None,
+    show_default="120, [trust] budget_seconds",
+    help="Seconds the trust checks aim for: their image counts are scaled down to fit on a "
+    "slow model (0: no limit).",
+)
+@click.option(
     "--formats",
     "--format",
     "formats",
@@ -691,8 +700,12 @@ def audit(config_path: str | None, json_out: str | None, **options: Any) -> None
     for key in ("mean", "std"):
         if options.get(key) is not None:
             options[key] = list(options[key])
+    budget = options.pop("trust_budget", None)
     overrides = {k: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides)
+    if budget is not None:  # one key of the [trust] table, the others kept
+        config = dataclasses.replace(config, trust={**config.trust, "budget_seconds": budget})
+        overrides["trust_budget"] = budget
     result = run_audit(config, argv=_audit_command(config_path, overrides))
     if not result.paths:  # a process of a torchrun job other than rank 0
         click.echo(f"Done: {result.summary}.")

@@ -625,6 +625,14 @@ TRUST_SETTINGS: dict[str, tuple[type, int | float, int | float, int | float | No
     "faithfulness_images": (int, 32, 1, None, "images of deletion / insertion"),
     "region_images": (int, 96, 2, None, "images of the mask-free region intervention"),
     "bootstrap": (int, 1000, 100, None, "bootstrap resamples of every interval"),
+    "budget_seconds": (
+        float,
+        120.0,
+        0.0,
+        None,
+        "seconds the trust stage aims for; the three image counts above are scaled down "
+        "together to fit (0: no limit)",
+    ),
 }
 """The keys of ``[trust]`` in audit.toml: type, default, bounds and meaning. The defaults are
 the constants of :mod:`reporter.metrics.trust` (a test keeps them equal)."""

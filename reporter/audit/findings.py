@@ -21,6 +21,7 @@ from typing import Any
 
 from reporter.audit.trust_findings import (
     borderline_sanity_findings,
+    budget_findings,
     cue_location_findings,
     fully_removed_findings,
 )
@@ -273,6 +274,7 @@ def key_findings(
         + _performance(audit, rules)
         + _explanations(audit)
         + _data(audit)
+        + budget_findings(audit)
         + unavailable
     )
     return rank(found)

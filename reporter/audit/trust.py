@@ -17,6 +17,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from torch import nn
 from reporter.audit.explanations import load_images, source_of
 from reporter.audit.results import SectionResult, uint8_images, uint8_maps
 from reporter.audit.stream import StreamResult
+from reporter.audit.trust_budget import TrustPlan, check_costs, plan_trust
 from reporter.config import AuditConfig
 from reporter.data import load_dataset
 from reporter.data.masks import load_masks
@@ -58,10 +60,13 @@ SANITY_SEEDS = (0, 1, 2)
 MAX_CASCADE = 8
 """Steps of the cascade at which maps are recomputed (every layer is randomized)."""
 CURVE_STEPS = 12
-TIE_ORDERS = 2
-"""Random orders of tied pixels averaged in deletion / insertion."""
-RANDOM_MAPS = 2
-"""Random maps whose deletion / insertion areas are the reference a map must beat."""
+TIE_ORDERS = 1
+"""Random orders of tied pixels per image in deletion / insertion. One random order is an
+unbiased draw of the tie order and the mean over the images averages it; a second order per
+image doubles the passes of every tied map for little less variance."""
+RANDOM_MAPS = 1
+"""Random maps per image whose deletion / insertion areas are the reference a map must beat
+(a fresh one per image: the mean over the images is the reference)."""
 FAITHFULNESS_BASELINES = ("blur", "zero")
 """What removed pixels become: a blurred copy, or zero (RISE, the data's mean colour)."""
 REGION_IMAGES = 96
@@ -206,7 +211,7 @@ def _localization(maps, raw, masks, labels, names, methods) -> dict[str, Any]:
     return {"methods": loc, "object_area": float(masks.float().mean()), "images": len(masks)}
 
 
-def region_rules(settings: dict[str, Any]) -> dict[str, float]:
+def region_rules(settings: dict[str, Any]) -> dict[str, Any]:
     """The region search's keyword arguments from the ``[trust]`` settings."""
     return {
         "area": settings["region_area"],
@@ -217,25 +222,98 @@ def region_rules(settings: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _region_search(model, images, labels, layers, methods, names, batch, seed, settings):
+@dataclass
+class RegionInputs:
+    """What the region search needs on the first images of the (already random) trust
+    sample, computed before the budget is planned (it measures the model's costs):
+    ``candidates`` ``{"method@layer": [R, H, W]}`` raw maps explaining the true labels and
+    ``before`` ``[R]`` the model's predictions on the intact images."""
+
+    candidates: dict[str, torch.Tensor]
+    before: torch.Tensor
+    explain_s: float
+    forward_s: float
+
+
+def _region_inputs(model, images, labels, layers, methods, batch) -> RegionInputs:
+    """Maps of every method and layer and the predictions on ``images``, each timed (seconds
+    per image of one explanation pass and of one forward pass: the budget's measurements)."""
+    start = time.perf_counter()
+    raw = _maps(model, images, labels, layers, methods, batch, normalize=False)
+    explained = time.perf_counter()
+    before = I._predict(model, images, max(64, batch))
+    done = time.perf_counter()
+    n = max(1, len(images))
+    return RegionInputs(
+        candidates={f"{m}@{layer}": raw[m][layer] for m in methods for layer in layers},
+        before=before,
+        explain_s=(explained - start) / n,
+        forward_s=(done - explained) / n,
+    )
+
+
+def _region_search(model, images, labels, inputs: RegionInputs, names, batch, seed, settings):
     """The region intervention, ``{class: CueSearch}``: each class's box proposed by every
     method and layer and by the pixel contrast, the one whose paste moves the predictions most
     kept (:func:`~reporter.metrics.trust.search_region_cues`).
 
-    Runs on the first ``region_images`` images of the (already random) trust sample.
+    Runs on the first ``region_images`` images of the (already random) trust sample (the
+    budget's plan).
     """
-    images, labels = images[: settings["region_images"]], labels[: settings["region_images"]]
-    raw = _maps(model, images, labels, layers, methods, batch, normalize=False)
-    candidates = {f"{m}@{layer}": raw[m][layer] for m in methods for layer in layers}
+    n = settings["region_images"]
     return T.search_region_cues(
         model,
-        images,
-        labels,
-        candidates,
+        images[:n],
+        labels[:n],
+        {k: v[:n] for k, v in inputs.candidates.items()},
         names,
         seed=seed,
         batch_size=max(64, batch),
+        before=inputs.before[:n],
         **region_rules(settings),
+    )
+
+
+def _plan(
+    settings: dict[str, Any],
+    n: int,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    inputs: RegionInputs,
+    methods: list[str],
+    names: list[str],
+    spent: float,
+) -> TrustPlan:
+    """The budget's plan (:mod:`reporter.audit.trust_budget`) from the measured costs and the
+    region search's proposals (their distinct boxes fix its forward passes)."""
+    r = len(inputs.before)
+    proposals = T.region_proposals(
+        images[:r], labels[:r], inputs.candidates, names, area=settings["region_area"]
+    )
+    passes = T.search_forward_passes(labels[:r], proposals, names) / max(1, r)
+    costs = check_costs(
+        methods=len(methods),
+        sanity_seeds=settings["sanity_seeds"],
+        cascade_steps=MAX_CASCADE,
+        baselines=len(FAITHFULNESS_BASELINES),
+        tie_orders=TIE_ORDERS,
+        random_maps=RANDOM_MAPS,
+        curve_steps=CURVE_STEPS,
+        region_passes_per_image=passes,
+    )
+    requested = {
+        "sanity": min(settings["sanity_images"], n),
+        "faithfulness": min(settings["faithfulness_images"], n),
+        "region": r,
+    }
+    return plan_trust(
+        settings["budget_seconds"],
+        requested,
+        costs,
+        explain_s=inputs.explain_s,
+        forward_s=inputs.forward_s,
+        spent_seconds=spent,
+        classes=len(set(labels[:r].tolist())),
     )
 
 
@@ -283,10 +361,27 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     data: dict[str, Any] = {"sample": n, "layer": layer, "layers": layers, "seed": config.seed}
     data["seconds"] = seconds  # where the stage's time goes, per check
 
-    settings = config.trust
-    data["settings"] = dict(settings)
-    ns = min(settings["sanity_images"], n)
+    data["settings"] = dict(config.trust)
     lap("maps")
+    # the region search's maps and predictions, timed: the budget's measurements
+    r = min(config.trust["region_images"], n)
+    region = _region_inputs(model, images[:r], labels[:r], layers, methods, batch)
+    lap("region_maps")
+    plan = _plan(config.trust, n, images, labels, region, methods, names, sum(seconds.values()))
+    data["budget"] = plan.as_dict()
+    settings = {
+        **config.trust,
+        "sanity_images": plan.images["sanity"],
+        "faithfulness_images": plan.images["faithfulness"],
+        "region_images": plan.images["region"],
+    }
+    if plan.reduced:
+        log.info(
+            "trust: images reduced to fit the %.0f s budget (%s)",
+            plan.budget_seconds,
+            ", ".join(f"{c} {plan.images[c]} of {plan.requested[c]}" for c in plan.images),
+        )
+    ns = settings["sanity_images"]
     data["sanity"] = _sanity(model, images[:ns], targets[:ns], layers, methods, batch, settings)
     lap("sanity")
     data["sanity_images"] = ns
@@ -340,7 +435,7 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
 
     lap("localization")
     data["shortcut"], rows, examples, pictures = _shortcuts(
-        prep, config, images, units, labels, raw, masks, have, layers, methods, dataset_idx, lap
+        prep, config, settings, images, units, labels, raw, masks, have, region, dataset_idx, lap
     )
     data["shortcut_examples"] = examples
     data["shortcut_rules"] = {
@@ -375,14 +470,14 @@ def _source_fields(source: str) -> dict[str, str]:
 def _shortcuts(
     prep: Prepared,
     config: AuditConfig,
+    settings: dict[str, Any],
     images: torch.Tensor,
     units: torch.Tensor,
     labels: torch.Tensor,
     raw: dict[str, torch.Tensor],
     masks: torch.Tensor | None,
     have: torch.Tensor,
-    layers: list[str],
-    methods: list[str],
+    region: RegionInputs,
     dataset_idx: list[int],
     lap: Callable[[str], None] = lambda name: None,
 ) -> tuple[dict[str, Any], list[int], list[dict[str, Any]], list[torch.Tensor]]:
@@ -399,9 +494,9 @@ def _shortcuts(
         ``(shortcut section, evidence rows, shortcut example records, example images)``; the
         images are ``[3, H, W]`` in [0, 1], one per record.
     """
-    settings = config.trust
     model = prep.loaded.model
     names = list(prep.bundle.class_names)
+    methods = list(config.methods)
     primary = methods[0]
     keep = have if masks is not None else torch.ones(len(images), dtype=torch.bool)
     kept = torch.nonzero(keep).flatten()
@@ -430,9 +525,7 @@ def _shortcuts(
             pull_lower_threshold=settings["pull_interval_lower"],
         )
     lap("shortcut_background_swap")
-    search = _region_search(
-        model, images, labels, layers, methods, names, batch, config.seed, settings
-    )
+    search = _region_search(model, images, labels, region, names, batch, config.seed, settings)
     lap("shortcut_region_search")
     out: dict[str, Any] = {}
     rows: list[int] = []

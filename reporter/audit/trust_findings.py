@@ -17,6 +17,7 @@ __all__ = [
     "BLURRED_ACCURACY",
     "BLURRED_LOWER",
     "borderline_sanity_findings",
+    "budget_findings",
     "cue_location_findings",
     "fully_removed_findings",
     "trust_findings",
@@ -170,11 +171,60 @@ def borderline_sanity_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+_CHECK_WORDS = {
+    "sanity": "randomization test",
+    "faithfulness": "deletion / insertion",
+    "region": "region search",
+}
+
+
+def budget_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``info`` record when the trust stage's time budget reduced its image counts
+    (``trust.budget.reduced``): which checks ran on how many of their configured images, the
+    measured cost per image that made it so, and what the configured counts would take."""
+    budget = (audit.get("trust") or {}).get("budget") or {}
+    if not budget.get("reduced"):
+        return []
+    requested, images = budget["requested"], budget["images"]
+    cut = [c for c in _CHECK_WORDS if c in images and images[c] < requested[c]]
+    numbers = {
+        "budget_seconds": budget["budget_seconds"],
+        "forward_ms": budget["forward_ms"],
+        "explain_ms": budget["explain_ms"],
+        "requested": {c: requested[c] for c in cut},
+        "images": {c: images[c] for c in cut},
+        "estimated_seconds": round(sum(budget["estimated_seconds"].values())),
+    }
+    parts = [f"{_CHECK_WORDS[c]} {images[c]} of {requested[c]} images" for c in cut]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    statement = (
+        f"The trust checks ran on fewer images than configured to fit their time budget of "
+        f"{numbers['budget_seconds']:g} s (this model took {numbers['forward_ms']:.0f} ms per "
+        f"image for a forward pass and {numbers['explain_ms']:.0f} ms for its maps here): "
+        f"{listed}. Their intervals are wider than the configured counts give."
+    )
+    return [
+        {
+            "id": "trust-budget-reduced",
+            "severity": "info",
+            "statement": statement,
+            "numbers": numbers,
+            "evidence": {"anchor": "trust", "label": "Trust checks"},
+            "recommendation": (
+                "For the configured counts, run with --trust-budget 0 (or [trust] "
+                f"budget_seconds = 0) and allow about {numbers['estimated_seconds']} s for "
+                "the checks."
+            ),
+        }
+    ]
+
+
 def trust_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
     """Every record above, most severe first (stable within a severity)."""
     records = (
         cue_location_findings(audit)
         + fully_removed_findings(audit)
         + borderline_sanity_findings(audit)
+        + budget_findings(audit)
     )
     return sorted(records, key=lambda r: _SEVERITY[r["severity"]])

@@ -93,7 +93,9 @@ __all__ = [
     "region_ablation",
     "region_cue",
     "region_paste",
+    "region_proposals",
     "region_shortcuts",
+    "search_forward_passes",
     "search_region_cues",
     "swapped_images",
     "wilson_interval",
@@ -712,12 +714,14 @@ def region_ablation(
     confidence: float = 0.95,
     drop_threshold: float = DROP_THRESHOLD,
     ci_lower_threshold: float = CI_LOWER_THRESHOLD,
+    before: torch.Tensor | None = None,
 ) -> dict[str, InterventionEffect]:
     """Recall per class with ``box`` ablated (see :func:`fill_box`) versus intact.
 
     Pass one class's images to test that class's region (the usual call), or any images.
     ``flagged`` here means only that the drop passes its thresholds; the class-level decision
-    is :func:`region_cue`'s.
+    is :func:`region_cue`'s. ``before``: the model's predictions on ``images`` when already
+    known (one forward pass saved).
 
     Returns:
         ``{class_name: InterventionEffect}`` (``basis="region"``, ``box`` set).
@@ -729,7 +733,8 @@ def region_ablation(
         else [str(i) for i in range(int(labels.max()) + 1)]
     )
     box = tuple(int(v) for v in box)  # type: ignore[assignment]
-    before = _predict(model, images, batch_size)
+    if before is None:
+        before = _predict(model, images, batch_size)
     after = _predict(model, fill_box(images, box, fill), batch_size)
     return _effects(
         before,
@@ -1140,6 +1145,69 @@ class CueSearch:
         return {**self.cue.as_dict(), "source": self.source, "candidates": list(self.candidates)}
 
 
+def region_proposals(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    candidate_maps: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    *,
+    classes: Sequence[str] | None = None,
+    pixel_contrast: bool = True,
+    area: float = REGION_AREA,
+) -> dict[str, list[tuple[str, Region]]]:
+    """Each class's candidate boxes, before any intervention: ``{class: [(source, Region)]}``.
+
+    Every candidate map proposes the box of :func:`consistent_region` on its class average;
+    with ``pixel_contrast``, :func:`pixel_contrast_maps` proposes its box of most contrast
+    (``"pixel-contrast"``) and the box around its strongest pixel (``"pixel-contrast-peak"``:
+    a sharp mark can lose to a broad plateau of the same area). Classes without images, or
+    without images of another class, are left out. Computing the proposals needs no forward
+    pass: the search's cost is known from them (the number of distinct boxes per class).
+    """
+    h, w = images.shape[-2:]
+    labels = labels.reshape(-1).to(images.device)
+    k = len(class_names)
+    sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, maps in candidate_maps.items():
+        sal = resize_maps(as_maps(maps).detach().float().to(images.device), (h, w))
+        sources[name] = (class_mean_maps(sal, labels, k), sal)
+    if pixel_contrast:
+        contrast = pixel_contrast_maps(images, labels, k)
+        sources["pixel-contrast"] = (contrast, contrast[labels])
+    wanted = set(classes) if classes is not None else set(class_names)
+    out: dict[str, list[tuple[str, Region]]] = {}
+    for index, cname in enumerate(class_names):
+        sel = labels == index
+        if cname not in wanted or not bool(sel.any()) or not bool((~sel).any()) or not sources:
+            continue
+        proposals: list[tuple[str, tuple[int, int] | None]] = [(src, None) for src in sources]
+        if pixel_contrast:
+            peak = int(sources["pixel-contrast"][0][index].argmax())
+            proposals.append(("pixel-contrast", divmod(peak, w)))
+        regions = []
+        for source, centre in proposals:
+            means, sal = sources[source]
+            region = consistent_region(means[index], area=area, maps=sal[sel], centre=centre)
+            regions.append((f"{source}-peak" if centre is not None else source, region))
+        out[cname] = regions
+    return out
+
+
+def search_forward_passes(
+    labels: torch.Tensor, proposals: dict[str, list[tuple[str, Region]]], class_names: Sequence[str]
+) -> int:
+    """Images :func:`search_region_cues` runs through the model for these proposals (with the
+    predictions on the intact images given as ``before``): per class, each distinct box pasted
+    into the other classes' images and its control, and the best box ablated in its own."""
+    labels = labels.reshape(-1)
+    total = 0
+    for cname, regions in proposals.items():
+        own = int((labels == list(class_names).index(cname)).sum())
+        distinct = len({region.box for _, region in regions})
+        total += 2 * distinct * (len(labels) - own) + own
+    return total
+
+
 def search_region_cues(
     model: ModelFn,
     images: torch.Tensor,
@@ -1158,19 +1226,20 @@ def search_region_cues(
     max_area: float = MAX_REGION_AREA,
     flip_threshold: float = FLIP_THRESHOLD,
     flip_lower: float = FLIP_LOWER_THRESHOLD,
+    before: torch.Tensor | None = None,
 ) -> dict[str, CueSearch]:
     """Find each class's cue region among several candidates and keep the one whose paste
     moves the predictions most.
 
-    Every candidate proposes one box per class (:func:`consistent_region` on the class-average
-    of its maps; with ``pixel_contrast``, also on :func:`pixel_contrast_maps`). Each distinct
-    box is pasted into other classes' images beside the third-class control
-    (:func:`region_paste`); the candidate with the largest ``net_flip_rate`` is the class's
-    region (chosen by the intervention's effect, never by saliency), flagged by
-    :func:`region_cue`'s rule, and ablated in the class's images as evidence. A deep layer's
-    coarse or object-bound map can miss a small corner cue that a shallower layer or the pixel
-    contrast finds; searching them all and letting the intervention pick is what makes the
-    search find it.
+    Every candidate proposes one box per class (:func:`region_proposals`: :func:`consistent_region`
+    on the class-average of its maps; with ``pixel_contrast``, also on
+    :func:`pixel_contrast_maps`). Each distinct box is pasted into other classes' images beside
+    the third-class control (:func:`region_paste`); the candidate with the largest
+    ``net_flip_rate`` is the class's region (chosen by the intervention's effect, never by
+    saliency), flagged by :func:`region_cue`'s rule, and ablated in the class's images as
+    evidence. A deep layer's coarse or object-bound map can miss a small corner cue that a
+    shallower layer or the pixel contrast finds; searching them all and letting the
+    intervention pick is what makes the search find it.
 
     Args:
         model: A model or callable returning logits.
@@ -1182,38 +1251,33 @@ def search_region_cues(
         pixel_contrast: Add the pixel-contrast candidate.
         area, fill, seed, batch_size, n_boot, confidence, max_area, flip_threshold, flip_lower:
             As for :func:`region_shortcuts`.
+        before: ``[N]`` the model's predictions on ``images`` when already known; computed
+            once otherwise (every class's pastes and ablation share them).
 
     Returns:
         ``{class_name: CueSearch}``.
     """
-    h, w = images.shape[-2:]
     labels = labels.reshape(-1).to(images.device)
-    k = len(class_names)
-    sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for name, maps in candidate_maps.items():
-        sal = resize_maps(as_maps(maps).detach().float().to(images.device), (h, w))
-        sources[name] = (class_mean_maps(sal, labels, k), sal)
-    if pixel_contrast:
-        contrast = pixel_contrast_maps(images, labels, k)
-        sources["pixel-contrast"] = (contrast, contrast[labels])
-    wanted = set(classes) if classes is not None else set(class_names)
+    proposals = region_proposals(
+        images,
+        labels,
+        candidate_maps,
+        class_names,
+        classes=classes,
+        pixel_contrast=pixel_contrast,
+        area=area,
+    )
+    if proposals and before is None:
+        before = _predict(model, images, batch_size)
     out: dict[str, CueSearch] = {}
-    for index, cname in enumerate(class_names):
+    for cname, regions in proposals.items():
+        index = list(class_names).index(cname)
         sel = labels == index
-        if cname not in wanted or not bool(sel.any()) or not bool((~sel).any()) or not sources:
-            continue
+        assert before is not None
         tried: dict[Box, PasteEffect] = {}
         records: list[dict] = []
-        before = _predict(model, images[~sel], batch_size)  # shared by every box's paste
         best: tuple[float, str, Region, PasteEffect] | None = None
-        proposals: list[tuple[str, tuple[int, int] | None]] = [(src, None) for src in sources]
-        if pixel_contrast:  # the strongest pixel too: a sharp mark can lose to a broad plateau
-            peak = int(sources["pixel-contrast"][0][index].argmax())
-            proposals.append(("pixel-contrast", divmod(peak, w)))
-        for source, centre in proposals:
-            means, sal = sources[source]
-            region = consistent_region(means[index], area=area, maps=sal[sel], centre=centre)
-            source = f"{source}-peak" if centre is not None else source
+        for source, region in regions:
             if region.box not in tried:
                 tried[region.box] = _paste_into_other_classes(
                     model,
@@ -1226,7 +1290,7 @@ def search_region_cues(
                     seed,
                     batch_size,
                     confidence,
-                    before=before,
+                    before=before[~sel],
                 )
             paste = tried[region.box]
             verdict = region_cue(
@@ -1264,6 +1328,7 @@ def search_region_cues(
             batch_size=batch_size,
             n_boot=n_boot,
             confidence=confidence,
+            before=before[sel],
         ).get(cname)
         cue = region_cue(
             cname,
