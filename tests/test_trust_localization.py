@@ -168,6 +168,12 @@ def test_method_agreement():
     assert torch.allclose(pairs[("gradcam", "cam")], torch.ones(5))
     assert torch.allclose(pairs[("gradcam", "inverse")], -torch.ones(5))
     assert (pairs[("gradcam", "coarse")] > 0.8).all()
+    from reporter.metrics.trust._common import resize_maps
+    from reporter.metrics.trust.sanity import rank_correlation
+
+    same = {k: resize_maps(v.float(), (8, 8)) for k, v in maps.items()}
+    for (x, y), rho in pairs.items():  # each method ranked once: the pairwise Spearman
+        assert torch.allclose(rho, rank_correlation(same[x], same[y]))
     summary = agreement_summary(pairs)
     assert summary["cam"]["gradcam"] == pytest.approx(1.0) == summary["gradcam"]["gradcam"]
     assert summary["inverse"]["cam"] == pytest.approx(-1.0)

@@ -8,7 +8,7 @@ from itertools import combinations
 import torch
 
 from reporter.metrics.trust._common import as_maps, resize_maps
-from reporter.metrics.trust.sanity import rank_correlation
+from reporter.metrics.trust.sanity import _centred, _cosine, ranks
 
 __all__ = ["agreement_summary", "method_agreement"]
 
@@ -36,8 +36,13 @@ def method_agreement(
         raise ValueError(f"every method needs the same number of maps, got {sorted(counts)}")
     height = max(m.shape[-2] for m in maps.values())
     width = max(m.shape[-1] for m in maps.values())
-    maps = {name: resize_maps(m.float(), (height, width)) for name, m in maps.items()}
-    return {(a, b): rank_correlation(maps[a], maps[b]) for a, b in combinations(maps, 2)}
+    # each method's ranks once (the sort is the cost), then one cosine per pair:
+    # rank_correlation(a, b) == _cosine(_centred(ranks(a)), _centred(ranks(b)))
+    centred = {
+        name: _centred(ranks(resize_maps(m.float(), (height, width)).flatten(1)))
+        for name, m in maps.items()
+    }
+    return {(a, b): _cosine(centred[a], centred[b]) for a, b in combinations(maps, 2)}
 
 
 def agreement_summary(
