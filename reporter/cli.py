@@ -13,8 +13,9 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -24,6 +25,8 @@ from reporter.errors import ReporterError
 __all__ = ["cli", "main"]
 
 log = logging.getLogger("reporter")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Terminated(BaseException):
@@ -258,51 +261,100 @@ class Fraction(click.ParamType):
             self.fail(f"{value!r} is not a crop fraction: {exc}", param, ctx)
 
 
-def _preprocessing_options(f):
-    """The stated preprocessing: --input-size, --resize, --crop, --mean, --std,
-    --channel-order, --grayscale (``None`` = not stated: from the checkpoint, else defaults)."""
-    f = click.option(
-        "--grayscale/--no-grayscale",
-        default=None,
-        show_default="from the checkpoint, else no",
-        help="Make images grey before the model sees them.",
-    )(f)
-    f = click.option(
-        "--channel-order",
-        type=click.Choice(["rgb", "bgr"]),
-        default=None,
-        show_default="from the checkpoint, else rgb",
-        help="Channel order the model was trained with.",
-    )(f)
-    f = click.option(
-        "--std",
-        type=Numbers("std"),
-        default=None,
-        show_default="from the checkpoint, else ImageNet's",
-        help="Normalisation std, one value or one per channel: 0.229,0.224,0.225.",
-    )(f)
-    f = click.option(
-        "--mean",
-        type=Numbers("mean"),
-        default=None,
-        show_default="from the checkpoint, else ImageNet's",
-        help="Normalisation mean, one value or one per channel (model's channel order).",
-    )(f)
-    f = click.option(
-        "--crop",
-        type=Fraction(),
-        default=None,
-        show_default="from the checkpoint, else 1",
-        help="Centre-crop fraction in (0, 1]: 0.875 = resize to 256, crop 224.",
-    )(f)
-    f = click.option(
-        "--resize",
-        type=click.Choice(["cover", "stretch"]),
-        default=None,
-        show_default="from the checkpoint, else cover",
-        help="cover: keep the aspect ratio and centre-crop; stretch: scale each side.",
-    )(f)
-    return f
+#: How the preprocessing options' defaults read for a command that loads a model.
+FROM_CHECKPOINT = {
+    "input_size": "from the checkpoint, else 224",
+    "resize": "from the checkpoint, else cover",
+    "crop": "from the checkpoint, else 1",
+    "mean": "from the checkpoint, else ImageNet's",
+    "std": "from the checkpoint, else ImageNet's",
+    "channel_order": "from the checkpoint, else rgb",
+    "grayscale": "from the checkpoint, else no",
+}
+#: ... for ``audit``, which may also train the model (then as ``train`` does).
+FROM_CHECKPOINT_OR_TRAINING = {
+    **FROM_CHECKPOINT,
+    "input_size": "from the checkpoint, else 224; when the audit trains: as train",
+    "mean": "from the checkpoint, else ImageNet's; when the audit trains: as train",
+    "std": "from the checkpoint, else ImageNet's; when the audit trains: as train",
+}
+#: ... and for ``train``, whose checkpoint then stores them.
+FOR_TRAINING = {
+    "input_size": "the data's size for gapnet, else the architecture's",
+    "resize": "cover",
+    "crop": "1",
+    "mean": "measured on the training images",
+    "std": "measured on the training images",
+    "channel_order": "rgb",
+    "grayscale": "no",
+}
+
+
+def _preprocessing_options(defaults: dict[str, str]) -> Callable[[F], F]:
+    """The stated preprocessing, one definition for every command: --input-size, --resize,
+    --crop, --mean, --std, --channel-order, --grayscale (``None`` = not stated).
+
+    Args:
+        defaults: What applies when an option is not given, as the help shows it (one of
+            :data:`FROM_CHECKPOINT`, :data:`FROM_CHECKPOINT_OR_TRAINING`, :data:`FOR_TRAINING`).
+    """
+    options = [
+        click.option(
+            "--input-size",
+            type=click.IntRange(min=1),
+            default=None,
+            show_default=defaults["input_size"],
+            help="Model input side in pixels.",
+        ),
+        click.option(
+            "--resize",
+            type=click.Choice(["cover", "stretch"]),
+            default=None,
+            show_default=defaults["resize"],
+            help="cover: keep the aspect ratio and centre-crop; stretch: scale each side.",
+        ),
+        click.option(
+            "--crop",
+            type=Fraction(),
+            default=None,
+            show_default=defaults["crop"],
+            help="Centre-crop fraction in (0, 1]: 0.875 = resize to 256, crop 224.",
+        ),
+        click.option(
+            "--mean",
+            type=Numbers("mean"),
+            default=None,
+            show_default=defaults["mean"],
+            help="Normalisation mean, one value or one per channel (model's channel order).",
+        ),
+        click.option(
+            "--std",
+            type=Numbers("std"),
+            default=None,
+            show_default=defaults["std"],
+            help="Normalisation std, one value or one per channel: 0.229,0.224,0.225.",
+        ),
+        click.option(
+            "--channel-order",
+            type=click.Choice(["rgb", "bgr"]),
+            default=None,
+            show_default=defaults["channel_order"],
+            help="Channel order the model was trained with.",
+        ),
+        click.option(
+            "--grayscale/--no-grayscale",
+            default=None,
+            show_default=defaults["grayscale"],
+            help="Make images grey before the model sees them.",
+        ),
+    ]
+
+    def decorate(f: F) -> F:
+        for option in reversed(options):  # click lists them in the order above
+            f = option(f)
+        return f
+
+    return decorate
 
 
 def _stated(options: dict[str, Any]) -> dict[str, Any]:
@@ -316,7 +368,7 @@ def _stated(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model_options(f):
-    f = _preprocessing_options(f)
+    f = _preprocessing_options(FROM_CHECKPOINT)(f)
     f = click.option(
         "--arch",
         default=None,
@@ -330,13 +382,6 @@ def _model_options(f):
         help="Allow loading a pickled model object (runs code from the file; trusted files only).",
     )(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")(f)
-    f = click.option(
-        "--input-size",
-        type=click.IntRange(min=1),
-        default=None,
-        show_default="from the checkpoint, else 224",
-        help="Model input side in pixels.",
-    )(f)
     return f
 
 
@@ -349,7 +394,7 @@ def _model_options(f):
 @click.option("--lr", type=LearningRate(), default=3e-3, show_default=True, help="Peak rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=Seed(), default=0, show_default=True)
-@click.option("--input-size", type=int, default=None, help="Input side in pixels.")
+@_preprocessing_options(FOR_TRAINING)
 @click.option(
     "--init",
     "init",
@@ -383,12 +428,17 @@ def train(
     device: str,
     out: str,
     quiet: bool,
+    **preprocessing: Any,
 ) -> None:
     """Train a classifier and save a checkpoint with its metadata.
+
+    The preprocessing options apply to the training and the test images, and the checkpoint
+    stores them: `reporter audit --model OUT` then uses them without the flags.
 
     Example: reporter train --data digits --arch gapnet --epochs 3 --out model.pt
     """
     from reporter.data import Preprocess, load_dataset
+    from reporter.data.transforms import preprocessing_summary
     from reporter.metrics import classification_metrics
     from reporter.models import save_checkpoint
     from reporter.nn.device import resolve_device
@@ -410,13 +460,15 @@ def train(
         init=init,
         freeze=freeze,
         device=str(dev),
+        **_stated(preprocessing),
     )
     result = run_train(bundle, cfg, progress=not quiet)
     train_split = bundle.train
     if train_split is None:  # run_train has raised already; this tells the type checker
         raise ReporterError("Training needs a training split (--data FOLDER or --train-data).")
     meta = result.loaded.meta
-    bundle.set_transform(Preprocess.from_meta(meta))
+    pre = Preprocess.from_meta(meta)  # the training's preprocessing, for the test images too
+    bundle.set_transform(pre)
     preds = predict(result.loaded.model, bundle.test, device=dev, progress=not quiet)
     metrics = classification_metrics(preds.probs, preds.labels, bundle.class_names)
     meta.extra["test_accuracy"] = metrics["accuracy"]
@@ -424,7 +476,8 @@ def train(
     skipped = len(bundle.skipped) + len(result.skipped) + len(preds.skipped)
     click.echo(
         f"Trained {arch} on {bundle.name} ({len(train_split)} images, {epochs} epochs, "
-        f"{result.seconds:.1f} s). Test accuracy {metrics['accuracy']:.1%} on "
+        f"{result.seconds:.1f} s; preprocessing {preprocessing_summary(pre.describe())}). "
+        f"Test accuracy {metrics['accuracy']:.1%} on "
         f"{metrics['n_images']} images."
         + (f" Skipped {skipped} unreadable files." if skipped else "")
     )
@@ -650,8 +703,7 @@ def layers(
 @click.option("--lr", type=float, default=None, help="Training learning rate if it trains.")
 @click.option("--batch-size", type=int, default=None, help="Batch size (training and audit).")
 @click.option("--top-k", type=int, default=None, help="Top-activating examples per channel.")
-@click.option("--input-size", type=int, default=None, help="Model input side in pixels.")
-@_preprocessing_options
+@_preprocessing_options(FROM_CHECKPOINT_OR_TRAINING)
 @click.option("--trust-checkpoint", is_flag=True, default=None)
 @click.option("--spurious", type=float, default=None, help="shapes: background shortcut P.")
 @click.option(

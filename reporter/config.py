@@ -215,12 +215,12 @@ class AuditConfig:
     verdict: dict[str, Any] = field(default_factory=dict, metadata={"table": VERDICT_FIELDS})
     signoff: dict[str, Any] = field(default_factory=dict, metadata={"table": SIGNOFF_FIELDS})
     # --- stated preprocessing and custom architectures (docs/own-model.rst) ---
-    resize: str | None = None
+    resize: str | None = field(default=None, metadata={"choices": ("cover", "stretch")})
     crop: float | None = field(default=None, metadata={"above": 0.0, "min": 0.0, "max": 1.0})
-    channel_order: str | None = None
+    channel_order: str | None = field(default=None, metadata={"choices": ("rgb", "bgr")})
     grayscale: bool | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    mean: tuple[float, ...] | None = field(default=None, metadata={"lengths": (1, 3)})
+    std: tuple[float, ...] | None = field(default=None, metadata={"lengths": (1, 3), "above": 0.0})
     arch_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"any_table": True})
     weights_sha256: str | None = None
     trust: dict[str, Any] = field(default_factory=dict)
@@ -250,21 +250,6 @@ class AuditConfig:
             raise ReporterError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}.")
         if self.shortcut not in ("absent", "kept"):
             raise ReporterError(f"shortcut must be 'absent' or 'kept', got {self.shortcut!r}.")
-        if self.resize is not None and self.resize not in ("cover", "stretch"):
-            raise ReporterError(f"resize must be 'cover' or 'stretch', got {self.resize!r}.")
-        if self.channel_order is not None and self.channel_order not in ("rgb", "bgr"):
-            raise ReporterError(
-                f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}."
-            )
-        if self.std is not None and not all(v > 0 for v in self.std):
-            raise ReporterError(f"std = {list(self.std)} must hold positive numbers.")
-        for key in ("mean", "std"):
-            values = getattr(self, key)
-            if values is not None and len(values) not in (1, 3):
-                raise ReporterError(
-                    f"{key} = {list(values)} has {len(values)} values; give 1 or 3 (one per "
-                    "channel, in the model's channel order)."
-                )
         bad_card = [k for k in self.model_card if k not in MODEL_CARD_FIELDS]
         if bad_card:
             raise ReporterError(
@@ -522,7 +507,9 @@ def check_value(name: str, value: Any) -> Any:
     The schema is the dataclass itself: each field's type annotation (``bool`` must be a TOML
     boolean, ``int`` an integer but not a boolean, ``float`` any finite number,
     ``tuple[str, ...]`` a list of strings or one comma-separated string, ``X | None`` may be
-    left out) and the bounds in its metadata (``min``, ``max``, ``above``).
+    left out) and the bounds in its metadata (``min``, ``max``, ``above``; ``choices``, the
+    allowed strings; ``lengths``, the allowed lengths of a list of numbers, each then
+    ``above`` the bound).
 
     Raises:
         ReporterError: one line naming the key, the value and what was expected.
@@ -564,6 +551,21 @@ def check_value(name: str, value: Any) -> Any:
             raise ReporterError(f"{name} = {_show(value)} is out of range; it must be {span}.")
         if above is not None and not converted > above:
             raise ReporterError(f"{name} = {_show(value)} must be above {above}.")
+    choices = bounds.get("choices")
+    if choices is not None and converted is not None and converted not in choices:
+        either = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+        raise ReporterError(f"{name} must be {either}, got {converted!r}.")
+    if isinstance(converted, tuple) and "lengths" in bounds:  # numbers, one per channel
+        lengths, above = bounds["lengths"], bounds.get("above")
+        if len(converted) not in lengths:
+            raise ReporterError(
+                f"{name} = {list(converted)} has {len(converted)} values; give "
+                f"{' or '.join(str(n) for n in lengths)} (one per channel, in the model's "
+                "channel order)."
+            )
+        if above is not None and not all(v > above for v in converted):
+            what = "positive numbers" if above == 0 else f"numbers above {above}"
+            raise ReporterError(f"{name} = {list(converted)} must hold {what}.")
     return converted
 
 

@@ -122,6 +122,9 @@ def _train_key(bundle: DataBundle, cfg: TrainConfig) -> str:
         "size": list(cfg.input_size) if cfg.input_size else None,
         "version": __version__,
     }
+    stated = {k: v for k, v in cfg.stated_preprocessing().items() if k != "input_size"}
+    if stated:  # only then: the cache of a run that states nothing keeps its key
+        payload["preprocessing"] = stated
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -153,8 +156,10 @@ def prepare(
     With ``model=None`` (or an architecture name), ``arch`` is trained on the data's training
     split and the checkpoint cached under ``cache_dir`` keyed by the training configuration.
     ``preprocessing`` holds the stated keys of
-    :data:`~reporter.models.checkpoint.PREPROCESSING_KEYS` (``None`` = not stated); ``module``
-    is an in-memory model (the Python API), used as it is.
+    :data:`~reporter.models.checkpoint.PREPROCESSING_KEYS` (``None`` = not stated): they
+    override a checkpoint's, or train the model as ``reporter train`` would
+    (:func:`~reporter.train.training_preprocessing`); ``module`` is an in-memory model (the
+    Python API), used as it is.
     """
     stated = {k: v for k, v in (preprocessing or {}).items() if v is not None}
     if input_size is not None:
@@ -187,23 +192,16 @@ def prepare(
         notes += align_classes(loaded, bundle)
     elif checkpoint is None:
         arch_name = model or arch or "gapnet"
-        ignored = sorted(k for k in stated if k != "input_size")
-        if ignored:
-            log.warning(
-                "the audit trains %s itself, which sets its own preprocessing; %s ignored "
-                "(state them for a model you bring with --model)",
-                arch_name,
-                ", ".join(ignored),
-            )
         size = (input_size, input_size) if input_size else None
-        cfg = TrainConfig(
+        cfg = TrainConfig(  # the stated preprocessing trains the model, as `reporter train`
             arch=arch_name,
             epochs=epochs,
             lr=lr,
             batch_size=batch_size,
             seed=seed,
-            input_size=size,
             device=str(dev),
+            **{k: v for k, v in stated.items() if k != "input_size"},
+            input_size=size,
         )
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         ckpt = cache / f"{arch_name}-{_train_key(bundle, cfg)}.pt"

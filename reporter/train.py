@@ -11,13 +11,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from reporter.config import check_value
 from reporter.data.datasets import ImageDataset, make_loader
 from reporter.data.registry import DataBundle
 from reporter.data.transforms import Preprocess
 from reporter.errors import ReporterError
 from reporter.models.build import build_model, default_input_size
-from reporter.models.checkpoint import LoadedModel, load_model
-from reporter.models.meta import ModelMeta
+from reporter.models.checkpoint import PREPROCESSING_KEYS, LoadedModel, load_model
+from reporter.models.meta import ModelMeta, int_pair
 from reporter.nn.hooks import unknown_layer_message
 from reporter.nn.memory_format import use_channels_last
 from reporter.progress import progress_bar
@@ -29,6 +30,7 @@ __all__ = [
     "freeze_up_to",
     "init_from",
     "train",
+    "training_preprocessing",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,18 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         device: Torch device string.
         num_workers: DataLoader workers.
+        resize: ``cover`` or ``stretch`` (``None``: ``cover``).
+        crop: Centre-crop fraction in (0, 1] (``None``: 1).
+        channel_order: ``rgb`` or ``bgr`` (``None``: ``rgb``).
+        grayscale: Make images grey before the model sees them (``None``: no).
+        mean: Normalisation mean, one value or one per channel in ``channel_order``
+            (``None``: measured on the training images).
+        std: Normalisation std (``None``: measured on the training images).
+
+    The last six are the stated preprocessing of
+    :data:`~reporter.models.checkpoint.PREPROCESSING_KEYS` (with ``input_size``):
+    :func:`training_preprocessing` applies them to the training and test data, and the
+    checkpoint stores them.
     """
 
     arch: str = "gapnet"
@@ -64,6 +78,31 @@ class TrainConfig:
     weight_decay: float = 1e-4
     device: str = "cpu"
     num_workers: int = 0
+    resize: str | None = None
+    crop: float | None = None
+    channel_order: str | None = None
+    grayscale: bool | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Check the stated preprocessing as ``reporter audit`` checks it (one line each)."""
+        if self.input_size is not None:
+            size = int_pair(self.input_size, "input_size")
+            if min(size) < 1:
+                raise ReporterError(f"input_size = {list(size)} must be positive integers.")
+            object.__setattr__(self, "input_size", size)
+        for key in PREPROCESSING_KEYS:
+            value = getattr(self, key)
+            if key != "input_size" and value is not None:
+                object.__setattr__(self, key, check_value(key, value))
+
+    def stated_preprocessing(self) -> dict[str, Any]:
+        """The preprocessing keys this run states (those left ``None`` are not stated)."""
+        values = {k: getattr(self, k) for k in PREPROCESSING_KEYS}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None
+        }
 
 
 @dataclass
@@ -187,6 +226,67 @@ def lr_schedule(
     )
 
 
+def training_preprocessing(bundle: DataBundle, config: TrainConfig) -> dict[str, Any]:
+    """The preprocessing a training run gives its model: what ``config`` states, the rest from
+    the data and the conventions (the one rule for ``reporter train`` and a training audit).
+
+    Not stated: the input size is the data's own for gapnet and the architecture's default
+    otherwise; ``resize`` is ``cover``, ``crop`` 1, ``channel_order`` ``rgb``, ``grayscale``
+    off; ``mean`` / ``std`` are measured on up to 512 training images as the model sees them
+    (after the grey conversion, resize and crop; in its channel order). A stated single ``mean``
+    or ``std`` value is repeated to every channel.
+
+    Returns:
+        ``input_size``, ``resize``, ``crop``, ``channel_order``, ``grayscale``, ``mean`` and
+        ``std``: keyword arguments of :class:`~reporter.data.transforms.Preprocess` (with
+        ``channels=bundle.channels``) and fields of :class:`~reporter.models.ModelMeta`.
+
+    Raises:
+        ReporterError: when a stated ``mean`` / ``std`` has neither 1 value nor one per
+            channel of the data, or the statistics are needed and no training image is readable.
+    """
+    if bundle.train is None:
+        raise ReporterError("Training needs a training split (--data FOLDER or --train-data).")
+    channels = bundle.channels
+    if config.input_size:
+        size = int_pair(config.input_size, "input_size")
+    elif config.arch == "gapnet":
+        size = int_pair(bundle.input_size, "input_size")
+    else:
+        size = int_pair(default_input_size(config.arch), "input_size")
+    stated: dict[str, list[float]] = {}
+    for key in ("mean", "std"):
+        values = getattr(config, key)
+        if values is None:
+            continue
+        if len(values) not in (1, channels):
+            give = (
+                "is grey (1 channel): give 1 value"
+                if channels == 1
+                else f"has {channels} channels: give 1 value or {channels} (in the model's "
+                "channel order)"
+            )
+            raise ReporterError(f"--{key} has {len(values)} values; the training data {give}.")
+        stated[key] = [float(v) for v in values] * (channels if len(values) == 1 else 1)
+    out: dict[str, Any] = {
+        "input_size": size,
+        "resize": config.resize or "cover",
+        "crop": float(config.crop) if config.crop is not None else 1.0,
+        "channel_order": config.channel_order or "rgb",
+        "grayscale": bool(config.grayscale),
+    }
+    if len(stated) < 2:  # measure what the model will see, before normalisation
+        geometry = {k: out[k] for k in ("resize", "crop", "grayscale")}
+        bundle.set_transform(
+            Preprocess(size, channels, [0.0] * channels, [1.0] * channels, **geometry)
+        )
+        mean, std = channel_stats(bundle.train, channels)
+        if out["channel_order"] == "bgr":  # to_unit is RGB; the model's mean / std are BGR
+            mean, std = mean[::-1], std[::-1]
+        stated = {"mean": mean, "std": std, **stated}
+    return {**out, "mean": stated["mean"], "std": stated["std"]}
+
+
 def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Train ``config.arch`` on ``bundle.train`` and return the model with full metadata.
 
@@ -199,18 +299,10 @@ def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> 
         raise ReporterError("Training needs a training split (--data FOLDER or --train-data).")
     _seed_everything(config.seed)
     device = torch.device(config.device)
-    if config.input_size:
-        size = tuple(config.input_size)
-    elif config.arch == "gapnet":
-        size = bundle.input_size
-    else:
-        size = default_input_size(config.arch)
     channels = bundle.channels
-    unit = Preprocess(size, channels, [0.0] * channels, [1.0] * channels)
-    bundle.set_transform(unit)
-    mean, std = channel_stats(bundle.train, channels)
-    pre = Preprocess(size, channels, mean, std)
-    bundle.set_transform(pre)
+    preprocessing = training_preprocessing(bundle, config)
+    size = preprocessing["input_size"]
+    bundle.set_transform(Preprocess(channels=channels, **preprocessing))
 
     model = build_model(config.arch, len(bundle.class_names), channels)
     extra: dict[str, Any] = {}
@@ -273,10 +365,7 @@ def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> 
         arch=config.arch,
         num_classes=len(bundle.class_names),
         class_names=list(bundle.class_names),
-        input_size=(int(size[0]), int(size[1])),
         channels=channels,
-        mean=mean,
-        std=std,
         data_fingerprint=bundle.fingerprint(),
         extra={
             "epochs": config.epochs,
@@ -288,6 +377,7 @@ def train(bundle: DataBundle, config: TrainConfig, *, progress: bool = True) -> 
             "history": history,
             **extra,
         },
+        **preprocessing,
     )
     seconds = time.perf_counter() - start
     return TrainResult(
