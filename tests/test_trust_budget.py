@@ -14,7 +14,13 @@ from torch import nn
 
 from reporter.audit import trust as stage
 from reporter.audit.findings import key_findings
-from reporter.audit.trust_budget import FLOORS, CheckCost, check_costs, plan_trust
+from reporter.audit.trust_budget import (
+    FLOORS,
+    SANITY_STEP_COST,
+    CheckCost,
+    check_costs,
+    plan_trust,
+)
 from reporter.audit.trust_findings import budget_findings
 from reporter.cli import cli
 from reporter.metrics import trust as T
@@ -58,10 +64,10 @@ def _costs(**kw) -> dict[str, CheckCost]:
 
 def test_costs_per_image():
     costs = _costs()
-    assert costs["sanity"] == CheckCost(explain=25, forward=0)
+    assert costs["sanity"] == CheckCost(explain=25 * SANITY_STEP_COST, forward=0)
     # 2 baselines x (3 maps + 1 random) x 24 distinct images + 6 (average drop) + 3 (removed)
     assert costs["faithfulness"] == CheckCost(explain=0, forward=2 * 4 * 24 + 6 + 3)
-    assert costs["region"] == CheckCost(explain=1, forward=10.0)
+    assert costs["region"] == CheckCost(explain=0, forward=10.0)
     assert costs["faithfulness"].seconds(10, explain_s=1.0, forward_s=0.01) == pytest.approx(
         10 * 201 * 0.01
     )

@@ -36,6 +36,7 @@ from reporter.explain.result import normalize_maps
 from reporter.metrics import trust as T
 from reporter.metrics.trust import interventions as I
 from reporter.nn.device import model_device
+from reporter.nn.memory_format import channels_last_works
 from reporter.predict import predict
 from reporter.setup import Prepared
 
@@ -104,6 +105,7 @@ def _maps(
     batch: int,
     *,
     normalize: bool = True,
+    channels_last: bool | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``maps[method][layer]`` at input size for every method and layer, explaining
     ``targets``."""
@@ -116,15 +118,19 @@ def _maps(
         batch_size=batch,
         device=model_device(model),
         normalize=normalize,
+        channels_last=channels_last,
     )
     return maps
 
 
 def _sanity(model, images, targets, layers, methods, batch, settings) -> dict[str, Any]:
     """Graded randomization of every method on every reported layer (several seeds)."""
+    # the randomized copies have the trained model's layers and layout: its probe's verdict
+    # holds for them (no probe per copy)
+    nhwc = channels_last_works(model, images[:1]) if len(images) else None
 
     def explain(net: nn.Module, x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
-        maps = _maps(net, x, t, layers, methods, batch)
+        maps = _maps(net, x, t, layers, methods, batch, channels_last=nhwc)
         return {f"{m}@{layer}": maps[m][layer] for m in methods for layer in layers}
 
     graded = T.graded_randomization(

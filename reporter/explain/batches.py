@@ -22,6 +22,7 @@ def explain_batches(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     normalize: bool = True,
+    channels_last: bool | None = None,
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Tensor]]]:
     """Maps for many images, in batches, upsampled to the input size and normalised to [0, 1]
     (or raw, after the method's ReLU, with ``normalize=False``).
@@ -36,6 +37,7 @@ def explain_batches(
         device: Where to compute (default: as :class:`CamEngine` chooses).
         normalize: Min-max normalise each map (display); ``False`` keeps the raw values, which
             mass-based metrics (energy inside an object) need.
+        channels_last: As for :class:`CamEngine` (``None``: probe the model once).
 
     Returns:
         ``(maps, flags)``: ``maps[method][layer]`` is ``[N, H, W]`` and ``flags[method][layer]``
@@ -44,7 +46,12 @@ def explain_batches(
     maps: dict[str, dict[str, list[Tensor]]] = {}
     flags: dict[str, dict[str, list[Tensor]]] = {}
     with CamEngine(
-        model, layers=layers, methods=methods, device=device, input_shape=tuple(images.shape[1:])
+        model,
+        layers=layers,
+        methods=methods,
+        device=device,
+        input_shape=tuple(images.shape[1:]),
+        channels_last=channels_last,
     ) as engine:
         for start in range(0, len(images), batch_size):
             sl = slice(start, start + batch_size)
