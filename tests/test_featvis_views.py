@@ -251,3 +251,51 @@ def test_cli_bad_channel_syntax(checkpoint: Path, tmp_path: Path) -> None:
     result = _run([str(checkpoint), "--layer", "fc", "--channels", "x-y", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a channel or a range" in result.output
+
+
+def test_cli_renders_a_bgr_model_in_its_channel_order(tmp_path: Path) -> None:
+    """The command gives render the checkpoint's channel order (the data's preprocessing)."""
+    from reporter.models import ModelMeta, save_checkpoint
+
+    torch.manual_seed(0)
+    meta = ModelMeta(
+        arch="gapnet",
+        num_classes=3,
+        class_names=["a", "b", "c"],
+        input_size=(16, 16),
+        channels=3,
+        mean=[0.4, 0.45, 0.5],
+        std=[0.25, 0.25, 0.25],
+        channel_order="bgr",
+    )
+    path = save_checkpoint(tmp_path / "bgr.pt", gapnet(in_channels=3, num_classes=3), meta)
+    out = tmp_path / "fv"
+    args = [str(path), "--layer", "features.conv1", "--channels", "0-1", "--steps", "2"]
+    result = _run([*args, "--size", "8", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "featvis.json").read_text())["settings"]
+    assert settings["channel_order"] == "bgr" and settings["size"] == [8, 8]
+
+
+def test_cli_size_the_model_cannot_run_is_one_line(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reporter.featvis.cli as featvis_cli
+
+    seen: list[tuple] = []
+
+    def refuse(model, layer, size, **kwargs):
+        seen.append((layer, size, kwargs["trace_size"]))
+        return "ValueError: this model takes 32x32 images"
+
+    monkeypatch.setattr(featvis_cli, "size_error", refuse)
+    args = [str(checkpoint), "--layer", "features.conv1", "--channels", "0", "--steps", "1"]
+    result = CliRunner().invoke(featvis, [*args, "--size", "16", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--size 16: the model does not run up to features.conv1 on a 16x16 image" in (
+        result.output
+    )
+    assert "Use --size 32" in result.output
+    assert seen == [("features.conv1", 16, (32, 32))]
+    result = _run([*args, "--size", "32", "--quiet", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0 and len(seen) == 1  # the input size is not checked

@@ -35,7 +35,13 @@ from reporter.featvis.dataset_views import (
 )
 from reporter.featvis.grids import crop, save_activation_grid, save_grid, save_image
 from reporter.featvis.param import PARAMS
-from reporter.featvis.render import OPTIMIZERS, RenderResult, image_channels_of, render
+from reporter.featvis.render import (
+    OPTIMIZERS,
+    RenderResult,
+    image_channels_of,
+    render,
+    size_error,
+)
 from reporter.nn.hooks import ActivationRecorder, eval_mode
 from reporter.nn.layers import resolve_layer, trace_layers
 
@@ -138,7 +144,9 @@ def _render_chunks(
                     device=opts.device,
                     mean=meta.mean,
                     std=meta.std,
+                    channel_order=meta.channel_order,  # the optimized RGB image as BGR if so
                     image_channels=meta.channels,
+                    trace_size=tuple(meta.input_size),
                     progress=lambda _step, _total: bar.update(1),
                 )
             )
@@ -270,6 +278,21 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     if shape is None:
         raise ReporterError(f"Layer {layer!r} ({info.type}) returns no tensor; choose another.")
     n_channels = int(shape[0])
+    if (opts.size, opts.size) != input_size:
+        error = size_error(
+            model,
+            layer,
+            opts.size,
+            image_channels=in_channels,
+            trace_size=input_size,
+            device=opts.device,
+        )
+        if error is not None:
+            raise ReporterError(
+                f"--size {opts.size}: the model does not run up to {layer} on a "
+                f"{opts.size}x{opts.size} image ({error}). Use --size {max(input_size)} (its "
+                f"input is {input_size[0]}x{input_size[1]})."
+            )
 
     top: TopKActivations | None = None
     relevance: ClassChannelRelevance | None = None
