@@ -427,3 +427,23 @@ def test_render_below_the_input_size_with_trace_size() -> None:
         render(head, "1", channels=[0], size=8, steps=1)
     result = render(head, "1", channels=[0, 1], size=8, steps=3, trace_size=16, transforms=None)
     assert result.images.shape == (2, 3, 8, 8) and result.settings["size"] == [8, 8]
+
+
+def test_fit_size_and_fixed_size_render_a_model_that_needs_its_input_size() -> None:
+    from reporter.featvis import fit_size
+
+    free = flatten_head()
+    assert fit_size(free, "1", 8, 16) == ((8, 8), None)
+    assert fit_size(free, "1", 16, 16) == ((16, 16), None)  # probed at 17x17
+    guarded = nn.Sequential(NeedsSize(16), *flatten_head())
+    why = (
+        "the model does not run up to 2 on a 8x8 image (ValueError: this model takes 16x16 images)"
+    )
+    assert fit_size(guarded, "2", 8, 16) == ((16, 16), why)
+    size, why = fit_size(guarded, "2", (16, 16), (16, 16), image_channels=3)
+    assert size == (16, 16) and why is not None and "on a 17x17 image" in why
+    with pytest.raises(ValueError, match="16x16"):  # the transforms change the size
+        render(guarded, "2", channels=[0], size=16, steps=2)
+    result = render(guarded, "2", channels=[0, 1], size=16, steps=4, fixed_size=True)
+    assert result.images.shape == (2, 3, 16, 16) and result.settings["fixed_size"] is True
+    assert (result.final > result.initial).all()

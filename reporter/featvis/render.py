@@ -10,7 +10,9 @@ layer an objective reads, so visualizing an early layer does not pay for the res
 The optimized images are RGB in [0, 1]; the model is given what its preprocessing would give it
 (:meth:`reporter.data.Preprocess.normalize`: put in the model's ``channel_order``, then
 normalised with ``mean`` / ``std``, which are in that order). :func:`size_error` says whether a
-model runs up to a layer on images of a size other than its input size.
+model runs up to a layer on images of a size other than its input size; :func:`fit_size` picks
+the render size from it (the model's input size, with every transformed image resized back to
+it, for a model that runs only at that size).
 
 The caller's model is restored afterwards: hooks removed, ``training`` flags and
 ``requires_grad`` put back, parameters untouched (also when the model raises).
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reporter.data.transforms import CHANNEL_ORDERS, Preprocess
@@ -42,7 +45,14 @@ from reporter.nn.device import model_device
 from reporter.nn.hooks import ActivationRecorder, eval_mode, frozen_parameters
 from reporter.nn.layers import LayerInfo, resolve_layer, trace_layers
 
-__all__ = ["OPTIMIZERS", "RenderResult", "image_channels_of", "render", "size_error"]
+__all__ = [
+    "OPTIMIZERS",
+    "RenderResult",
+    "fit_size",
+    "image_channels_of",
+    "render",
+    "size_error",
+]
 
 
 OPTIMIZERS = ("adam", "normalized")
@@ -164,6 +174,35 @@ def size_error(
     return None
 
 
+def fit_size(
+    model: nn.Module,
+    layer: str,
+    size: int | tuple[int, int],
+    input_size: int | tuple[int, int],
+    *,
+    image_channels: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[tuple[int, int], str | None]:
+    """The size to render ``layer`` at, and ``None`` or why the model's input size is used.
+
+    ``size`` when the model runs up to ``layer`` at it (checked by :func:`size_error`; for
+    ``size`` equal to ``input_size``, at one pixel more on each side, since the robustness
+    transforms change the size at every step). Otherwise ``input_size`` and the reason: render
+    it with ``fixed_size=True`` (every transformed image resized back to the input size).
+
+    Raises:
+        ReporterError: for an unknown layer, or a model that fails at ``input_size``.
+    """
+    full, wanted = _hw(input_size), _hw(size)
+    probe = wanted if wanted != full else (full[0] + 1, full[1] + 1)
+    error = size_error(
+        model, layer, probe, image_channels=image_channels, trace_size=full, device=device
+    )
+    if error is None:
+        return wanted, None
+    return full, f"the model does not run up to {layer} on a {probe[0]}x{probe[1]} image ({error})"
+
+
 def _objective_list(
     objective: Objective | str | Sequence[Objective | str], channels: Iterable[int] | None
 ) -> list[Objective]:
@@ -215,6 +254,7 @@ def render(
     image_channels: int | None = None,
     decorrelate: bool = True,
     trace_size: int | tuple[int, int] | None = None,
+    fixed_size: bool = False,
     progress: Progress | None = None,
 ) -> RenderResult:
     """Optimize one image per objective so that the objective grows (activation maximization).
@@ -247,6 +287,10 @@ def render(
             where the forward pass stops); defaults to ``size``. Give the model's input size
             when rendering at another size, for a model whose whole forward pass only runs at
             its input size (check the render size with :func:`size_error` first).
+        fixed_size: Resize every transformed image back to ``size`` (bilinear) before the
+            forward pass, for a model that runs only at one input size (:func:`fit_size`). The
+            random shifts and rotations keep their effect; the random rescaling is mostly
+            undone by the resize.
         progress: Called as ``progress(step, steps)`` after every step.
 
     Returns:
@@ -326,7 +370,10 @@ def render(
                 initial = evaluate(image()).detach().cpu()
             history = []
             for step in range(steps):
-                values = evaluate(transform(image(), generator))
+                moved = transform(image(), generator)
+                if fixed_size and tuple(moved.shape[-2:]) != hw:
+                    moved = F.interpolate(moved, size=hw, mode="bilinear", align_corners=False)
+                values = evaluate(moved)
                 grads = torch.autograd.grad(-values.sum(), params)
                 with torch.no_grad():
                     if adam is not None:
@@ -355,6 +402,7 @@ def render(
         "seed": int(seed),
         "transforms": "standard" if transforms else None,
         "channel_order": channel_order,
+        "fixed_size": bool(fixed_size),
     }
     return RenderResult(
         images=images.cpu(),
