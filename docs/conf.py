@@ -61,6 +61,7 @@ smartquotes_action = "qe"
 def _substitutions() -> str:
     """``|name|`` substitutions for numbers the prose quotes, read from the code itself."""
     from reporter.audit import trust as stage
+    from reporter.audit.features import AUTO_SIDE
     from reporter.config import AuditConfig
     from reporter.metrics import trust as metrics
     from reporter.metrics.trust import interventions
@@ -71,6 +72,7 @@ def _substitutions() -> str:
         "default_trust_samples": defaults.trust_samples,
         "default_featvis_channels": defaults.featvis_channels,
         "default_featvis_steps": defaults.featvis_steps,
+        "featvis_auto_side": AUTO_SIDE,
         "default_samples_per_class": defaults.samples_per_class,
         "default_top_k": defaults.top_k,
         "sanity_images": stage.SANITY_IMAGES,

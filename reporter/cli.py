@@ -113,6 +113,21 @@ class LearningRate(click.ParamType):
             self.fail(f"{value!r} is not a learning rate: {exc}", param, ctx)
 
 
+class FeatvisSize(click.ParamType):
+    """The render size of feature visualization: ``auto`` or a positive integer (pixels)."""
+
+    name = "auto|pixels"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        from reporter.config import check_value
+
+        text = str(value).strip()
+        try:
+            return check_value("featvis_size", int(text) if text.lstrip("+-").isdigit() else text)
+        except ReporterError:
+            self.fail(f"{text!r}: give auto or a number of pixels (at least 1).", param, ctx)
+
+
 class IntRange(click.ParamType):
     """Channels as ``0-7``, ``0,3,5`` or ``0-3,8``."""
 
@@ -673,6 +688,13 @@ def layers(
 @click.option("--featvis-layers", default=None, help="Layers to visualise ('auto', names).")
 @click.option("--featvis-channels", type=int, default=None, help="Channels per layer.")
 @click.option("--featvis-steps", type=int, default=None, help="Optimisation steps.")
+@click.option(
+    "--featvis-size",
+    type=FeatvisSize(),
+    default=None,
+    show_default="auto",
+    help="Render size: auto (the input size, at most 128 px on the longer side) or pixels.",
+)
 @click.option("--samples-per-class", type=int, default=None, help="Images per gallery row.")
 @click.option("--trust-samples", type=int, default=None, help="Images for the trust metrics.")
 @click.option(

@@ -130,6 +130,9 @@ class AuditConfig:
         featvis_layers: Layers whose channels are visualised (``auto`` = the CAM layer).
         featvis_channels: Channels visualised per layer.
         featvis_steps: Optimisation steps of activation maximisation.
+        featvis_size: Size of the activation-maximisation renders: ``auto`` (the model's input
+            size with its longer side capped at 128 px) or the longer side in pixels (the
+            aspect ratio is kept); the input size when the model does not run at that size.
         top_k: Top-activating dataset examples per channel.
         samples_per_class: Images per gallery row (most / least confident, misclassified).
         trust_samples: Test images used for the trust metrics.
@@ -187,6 +190,7 @@ class AuditConfig:
     featvis_layers: tuple[str, ...] = ("auto",)
     featvis_channels: int = field(default=8, metadata={"min": 0})
     featvis_steps: int = field(default=128, metadata={"min": 0})
+    featvis_size: int | str = field(default="auto", metadata={"min": 1, "words": ("auto",)})
     top_k: int = field(default=4, metadata={"min": 0})
     samples_per_class: int = field(default=3, metadata={"min": 0})
     trust_samples: int = field(default=200, metadata={"min": 0})
@@ -509,7 +513,7 @@ def check_value(name: str, value: Any) -> Any:
     ``tuple[str, ...]`` a list of strings or one comma-separated string, ``X | None`` may be
     left out) and the bounds in its metadata (``min``, ``max``, ``above``; ``choices``, the
     allowed strings; ``lengths``, the allowed lengths of a list of numbers, each then
-    ``above`` the bound).
+    ``above`` the bound; ``words``: the only strings an ``int | str`` field takes).
 
     Raises:
         ReporterError: one line naming the key, the value and what was expected.
@@ -540,6 +544,15 @@ def check_value(name: str, value: Any) -> Any:
                     "list of strings."
                 )
     ok, converted = _convert(value, tp)
+    words = bounds.get("words")  # an integer or one of these strings (featvis_size: "auto")
+    if words is not None and (not ok or (isinstance(converted, str) and converted not in words)):
+        lo = bounds.get("min")
+        number = "an integer" + (f" of at least {lo}" if lo is not None else "")
+        choices = " or ".join(f'"{w}"' for w in words)
+        raise ReporterError(
+            f"{name} = {_show(value)} is {_kind(value)}; expected {choices} or {number} "
+            "(without quotes)."
+        )
     if not ok:
         raise ReporterError(f"{name} = {_show(value)} is {_kind(value)}; expected {_expected(tp)}.")
     if isinstance(converted, float) and not math.isfinite(converted):

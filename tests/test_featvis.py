@@ -321,3 +321,129 @@ def test_progress_callback() -> None:
     calls: list[tuple[int, int]] = []
     render(tiny_net(), "2:0", size=8, steps=3, progress=lambda s, t: calls.append((s, t)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+# ------------------------------------------------------------- channel order and render size
+class Recorder(nn.Module):
+    """Keeps the last input it was given (the model's first layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last = x.detach().clone()
+        return x
+
+
+def test_bgr_model_gets_the_image_as_its_preprocessing_gives_it() -> None:
+    """RGB image in [0, 1] -> BGR -> mean / std given in BGR order (as the data is fed)."""
+    from reporter.data.transforms import Preprocess
+
+    torch.manual_seed(0)
+    recorder = Recorder()
+    model = nn.Sequential(recorder, nn.Conv2d(3, 4, 3), nn.ReLU())
+    mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 0.125]  # blue, green, red
+    result = render(
+        model, "2", channels=[0, 1], size=8, steps=2, mean=mean, std=std, channel_order="bgr"
+    )
+    assert recorder.last is not None  # the final evaluation saw result.images exactly
+    data = Preprocess((8, 8), 3, mean, std, channel_order="bgr")
+    torch.testing.assert_close(recorder.last, data.normalize(result.images))
+    blue = (result.images[:, 2] - 0.1) / 0.5
+    torch.testing.assert_close(recorder.last[:, 0], blue)  # the model's channel 0 is blue
+    assert result.settings["channel_order"] == "bgr"
+    rgb = render(model, "2", channels=[0, 1], size=8, steps=2, mean=mean, std=std)
+    mean_t, std_t = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    torch.testing.assert_close(recorder.last, (rgb.images - mean_t) / std_t)  # rgb: no reorder
+    with pytest.raises(ReporterError, match="channel_order"):
+        render(model, "2", channels=[0], size=8, steps=1, channel_order="rbg")
+
+
+def test_bgr_render_optimizes_the_blue_channel_of_the_rgb_image() -> None:
+    """A model that reads only its input channel 0 (blue, for a BGR model) makes the render
+    brighten the RGB image's blue channel, and leaves red (its channel 2) alone."""
+    conv = nn.Conv2d(3, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
+    model = nn.Sequential(conv, nn.ReLU())
+    kwargs = {"size": 8, "steps": 30, "lr": 0.2, "param": "pixel", "transforms": None}
+    for order, bright, untouched in (("bgr", 2, 0), ("rgb", 0, 2)):
+        result = render(
+            model, "1", channels=[0], channel_order=order, decorrelate=False, seed=0, **kwargs
+        )
+        image = result.images[0]
+        assert image[bright].mean() > 0.9, order
+        assert image[untouched].mean() < 0.7, order
+        assert result.final[0] > result.initial[0]
+
+
+class NeedsSize(nn.Module):
+    """A model's first layer that refuses any input but ``side x side`` (a fixed position
+    embedding, an input check)."""
+
+    def __init__(self, side: int) -> None:
+        super().__init__()
+        self.side = side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (self.side, self.side):
+            raise ValueError(f"this model takes {self.side}x{self.side} images")
+        return x
+
+
+def flatten_head(side: int = 16) -> nn.Sequential:
+    """Convolutions, then a flatten and a linear layer that only fit ``side x side`` inputs."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * side * side, 2)
+    )
+
+
+def test_size_error_stops_after_the_layer() -> None:
+    from reporter.featvis import size_error
+
+    head = flatten_head()
+    head.train()
+    snapshot = _snapshot(head)
+    assert size_error(head, "1", 8, trace_size=16) is None  # the head after the layer: no matter
+    assert size_error(head, "2", 16) is None
+    error = size_error(head, "3", 8, trace_size=16)  # the linear layer itself fails at 8x8
+    assert error is not None and error.startswith("RuntimeError: ") and "\n" not in error
+    guarded = nn.Sequential(NeedsSize(16), *flatten_head())
+    assert size_error(guarded, "2", 8, trace_size=16) == (
+        "ValueError: this model takes 16x16 images"
+    )
+    assert size_error(guarded, "2", (16, 16), image_channels=3) is None
+    _assert_restored(head, snapshot)
+    _assert_restored(guarded, _snapshot(guarded))
+    with pytest.raises(ReporterError, match="Unknown layer"):
+        size_error(head, "nope", 8, trace_size=16)
+
+
+def test_render_below_the_input_size_with_trace_size() -> None:
+    head = flatten_head()
+    with pytest.raises(ReporterError, match="dry run"):  # traced at 8x8: the head fails
+        render(head, "1", channels=[0], size=8, steps=1)
+    result = render(head, "1", channels=[0, 1], size=8, steps=3, trace_size=16, transforms=None)
+    assert result.images.shape == (2, 3, 8, 8) and result.settings["size"] == [8, 8]
+
+
+def test_fit_size_and_fixed_size_render_a_model_that_needs_its_input_size() -> None:
+    from reporter.featvis import fit_size
+
+    free = flatten_head()
+    assert fit_size(free, "1", 8, 16) == ((8, 8), None)
+    assert fit_size(free, "1", 16, 16) == ((16, 16), None)  # probed at 17x17
+    guarded = nn.Sequential(NeedsSize(16), *flatten_head())
+    why = (
+        "the model does not run up to 2 on a 8x8 image (ValueError: this model takes 16x16 images)"
+    )
+    assert fit_size(guarded, "2", 8, 16) == ((16, 16), why)
+    size, why = fit_size(guarded, "2", (16, 16), (16, 16), image_channels=3)
+    assert size == (16, 16) and why is not None and "on a 17x17 image" in why
+    with pytest.raises(ValueError, match="16x16"):  # the transforms change the size
+        render(guarded, "2", channels=[0], size=16, steps=2)
+    result = render(guarded, "2", channels=[0, 1], size=16, steps=4, fixed_size=True)
+    assert result.images.shape == (2, 3, 16, 16) and result.settings["fixed_size"] is True
+    assert (result.final > result.initial).all()

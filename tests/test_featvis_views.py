@@ -4,6 +4,7 @@ PNG grids, and the ``reporter featvis`` command."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,24 @@ def test_receptive_field_of_stacked_convs() -> None:
     assert rf.box(0, 0)[:2] == (0, 0)  # clipped at the border
     assert rf.box(15, 15)[2:] == (32, 32)
     assert _no_hooks(model)
+
+
+def test_receptive_field_of_a_model_that_needs_its_input_size() -> None:
+    """Probed at the input size when the model refuses the larger probe (same answer here)."""
+
+    class NeedsSize(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if tuple(x.shape[-2:]) != (32, 32):
+                raise ValueError("this model takes 32x32 images")
+            return x
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, stride=2)]
+    free = receptive_field(nn.Sequential(*convs), "2", (32, 32), image_channels=1)
+    guarded = nn.Sequential(NeedsSize(), *convs)
+    rf = receptive_field(guarded, "3", (32, 32), image_channels=1)
+    assert rf == free and rf.size == (5.0, 5.0)
+    assert _no_hooks(guarded) and all(p.grad is None for p in guarded.parameters())
 
 
 def test_receptive_field_larger_than_image() -> None:
@@ -251,3 +270,59 @@ def test_cli_bad_channel_syntax(checkpoint: Path, tmp_path: Path) -> None:
     result = _run([str(checkpoint), "--layer", "fc", "--channels", "x-y", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a channel or a range" in result.output
+
+
+def test_cli_renders_a_bgr_model_in_its_channel_order(tmp_path: Path) -> None:
+    """The command gives render the checkpoint's channel order (the data's preprocessing)."""
+    from reporter.models import ModelMeta, save_checkpoint
+
+    torch.manual_seed(0)
+    meta = ModelMeta(
+        arch="gapnet",
+        num_classes=3,
+        class_names=["a", "b", "c"],
+        input_size=(16, 16),
+        channels=3,
+        mean=[0.4, 0.45, 0.5],
+        std=[0.25, 0.25, 0.25],
+        channel_order="bgr",
+    )
+    path = save_checkpoint(tmp_path / "bgr.pt", gapnet(in_channels=3, num_classes=3), meta)
+    out = tmp_path / "fv"
+    args = [str(path), "--layer", "features.conv1", "--channels", "0-1", "--steps", "2"]
+    result = _run([*args, "--size", "8", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "featvis.json").read_text())["settings"]
+    assert settings["channel_order"] == "bgr" and settings["size"] == [8, 8]
+    assert settings["fixed_size"] is False
+
+
+def test_cli_renders_at_the_input_size_when_the_model_needs_it(
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import importlib
+
+    render_module = importlib.import_module("reporter.featvis.render")  # the module, not render()
+    seen: list[tuple] = []
+
+    def refuse(model, layer, size, **kwargs):
+        seen.append((layer, size, kwargs["trace_size"]))
+        return "ValueError: this model takes 32x32 images"
+
+    monkeypatch.setattr(render_module, "size_error", refuse)
+    out = tmp_path / "fv"
+    args = [str(checkpoint), "--layer", "features.conv1", "--channels", "0", "--steps", "2"]
+    with caplog.at_level(logging.WARNING, logger="reporter.featvis.cli"):
+        result = _run([*args, "--size", "16", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert seen == [("features.conv1", (16, 16), (32, 32))]
+    settings = json.loads((out / "featvis.json").read_text())["settings"]
+    assert settings["size"] == [32, 32] and settings["fixed_size"] is True
+    assert (
+        "rendering at the model's input size 32x32, every transformed image resized back to "
+        "it: the model does not run up to features.conv1 on a 16x16 image (ValueError: this "
+        "model takes 32x32 images)."
+    ) in caplog.text

@@ -4,11 +4,17 @@ For each featvis layer: the channels most relevant to each class (from the strea
 gradient x activation sums), their activation-maximization renders, and the dataset crops that
 activate them most (cut to the channel's receptive field). Also the first convolution's filters
 and the activation maps of one confidently classified image at a few depths.
+
+The renders are made at ``featvis_size`` (:func:`render_size`; ``auto``: the model's input
+size with its longer side capped at :data:`AUTO_SIDE` pixels), or at the input size, with every
+transformed image resized back to it, when the model does not run up to the layer at other
+sizes (:func:`reporter.featvis.render.fit_size`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -21,11 +27,47 @@ from reporter.audit.stream import StreamResult
 from reporter.config import AuditConfig
 from reporter.featvis import activation_maps, filter_grid, receptive_field, render
 from reporter.featvis.grids import colorize, crop, image_grid
+from reporter.featvis.render import fit_size
 from reporter.nn.device import model_device
 from reporter.progress import step_progress
 from reporter.setup import Prepared
 
-__all__ = ["MIN_ACTIVATION", "MIN_CONTRAST", "feature_visualization", "first_conv", "render_status"]
+__all__ = [
+    "AUTO_SIDE",
+    "MIN_ACTIVATION",
+    "MIN_CONTRAST",
+    "feature_visualization",
+    "first_conv",
+    "render_size",
+    "render_status",
+]
+
+log = logging.getLogger(__name__)
+
+AUTO_SIDE = 128
+"""``featvis_size = "auto"``: renders are at most this many pixels on their longer side (the
+size of ``reporter featvis`` and Lucent; a 224 px render of a resnet18 takes 2.5 times as
+long: ``benchmarks/bench_featvis.py --resnet18``)."""
+
+
+def render_size(input_size: Sequence[int], setting: int | str) -> tuple[int, int]:
+    """The ``(H, W)`` of the activation-maximization renders for a model of ``input_size``.
+
+    ``setting`` is the ``featvis_size`` of the configuration: ``"auto"`` (the input size, its
+    longer side capped at :data:`AUTO_SIDE`) or the longer side in pixels. The aspect ratio of
+    the input is kept.
+
+    >>> render_size((224, 224), "auto"), render_size((32, 32), "auto")
+    ((128, 128), (32, 32))
+    >>> render_size((224, 320), "auto"), render_size((224, 224), 96)
+    ((90, 128), (96, 96))
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    side = min(AUTO_SIDE, max(h, w)) if setting == "auto" else int(setting)
+    if side == max(h, w):
+        return h, w
+    scale = side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def first_conv(model: nn.Module) -> str | None:
@@ -142,16 +184,20 @@ def _render_layers(
         if topk is None or topk.channels is None:
             continue
         order, per_class = _channel_order(stream, layer, topk.channels, config, names)
+        size, fixed = _layer_size(model, layer, meta.input_size, meta.channels, config)
         rendered = render(
             model,
             layer,
             channels=order,
-            size=meta.input_size,
+            size=size,
             steps=config.featvis_steps,
             seed=config.seed,
             mean=meta.mean,
             std=meta.std,
+            channel_order=meta.channel_order,
             image_channels=meta.channels,
+            trace_size=meta.input_size,
+            fixed_size=fixed is not None,
             progress=tick,
         )
         arrays[f"render_{li}"] = uint8_images(rendered.images)
@@ -193,10 +239,42 @@ def _render_layers(
             "channels_total": len(topk.channels),
             "rendered": order,
             "steps": config.featvis_steps,
+            "size": list(size),
+            "fixed_size_reason": fixed,
             "receptive_field": rf.to_dict(),
             "class_channels": per_class,
             "channels": channels,
         }
+
+
+def _layer_size(
+    model: nn.Module,
+    layer: str,
+    input_size: Sequence[int],
+    channels: int,
+    config: AuditConfig,
+) -> tuple[tuple[int, int], str | None]:
+    """The render size of ``layer`` and ``None``, or the input size and why it is held there.
+
+    The size of :func:`render_size` when the model runs up to ``layer`` at it (and at other
+    sizes: :func:`~reporter.featvis.render.fit_size`); else the input size, rendered with every
+    transformed image resized back to it, and the reason (logged: a warning when
+    ``featvis_size`` asked for another size, a note otherwise).
+    """
+    full = (int(input_size[0]), int(input_size[1]))
+    wanted = render_size(full, config.featvis_size)
+    size, reason = fit_size(model, layer, wanted, full, image_channels=channels)
+    if reason is not None:
+        asked = config.featvis_size != "auto" and wanted != full
+        log.log(
+            logging.WARNING if asked else logging.INFO,
+            "Feature visualization of %s at the input size %dx%d, every transformed image "
+            "resized back to it: %s.",
+            layer,
+            *full,
+            reason,
+        )
+    return size, reason
 
 
 def _activation_panel(

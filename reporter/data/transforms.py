@@ -233,6 +233,12 @@ class Preprocess:
             grayscale=meta.grayscale,
         )
 
+    def to(self, device: torch.device | str) -> Preprocess:
+        """Hold ``mean`` and ``std`` on ``device`` (what :meth:`normalize` would otherwise copy
+        there at every call); returns ``self``."""
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
     def for_masks(self) -> Preprocess:
         """The same geometry (resize, crop) for one-channel masks, without normalisation."""
         return Preprocess(self.input_size, 1, [0.0], [1.0], resize=self.resize, crop=self.crop)

@@ -1,6 +1,7 @@
 """Feature visualization: what the units of a layer respond to.
 
-- Activation maximization: :func:`render` with objectives (:mod:`.objectives`), image
+- Activation maximization: :func:`render` (:func:`size_error`, :func:`fit_size`: can a model
+  render at a size other than its input size) with objectives (:mod:`.objectives`), image
   parameterizations (:mod:`.param`) and robustness transforms (:mod:`.transforms`).
 - Views from data, streamed during the audit pass (:mod:`.dataset_views`): top-k activating
   examples with receptive-field crops, class-relevant channels, filter grids, activation maps.
@@ -27,7 +28,7 @@ from reporter.featvis.objectives import (
     neuron,
     parse_objective,
 )
-from reporter.featvis.render import RenderResult, render
+from reporter.featvis.render import RenderResult, fit_size, render, size_error
 
 __all__ = [
     "ClassChannelRelevance",
@@ -39,6 +40,7 @@ __all__ = [
     "activation_maps",
     "channel",
     "filter_grid",
+    "fit_size",
     "layer",
     "layer_gradients",
     "logit",
@@ -46,4 +48,5 @@ __all__ = [
     "parse_objective",
     "receptive_field",
     "render",
+    "size_error",
 ]

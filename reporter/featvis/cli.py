@@ -35,7 +35,7 @@ from reporter.featvis.dataset_views import (
 )
 from reporter.featvis.grids import crop, save_activation_grid, save_grid, save_image
 from reporter.featvis.param import PARAMS
-from reporter.featvis.render import OPTIMIZERS, RenderResult, image_channels_of, render
+from reporter.featvis.render import OPTIMIZERS, RenderResult, fit_size, image_channels_of, render
 from reporter.nn.hooks import ActivationRecorder, eval_mode
 from reporter.nn.layers import resolve_layer, trace_layers
 
@@ -114,7 +114,13 @@ def _slug(name: str) -> str:
 
 
 def _render_chunks(
-    model: nn.Module, layer: str, channels: list[int], opts: FeatvisOptions, meta: Any
+    model: nn.Module,
+    layer: str,
+    channels: list[int],
+    opts: FeatvisOptions,
+    meta: Any,
+    size: tuple[int, int],
+    fixed: bool,
 ) -> tuple[torch.Tensor, list[RenderResult]]:
     from tqdm import tqdm
 
@@ -130,7 +136,7 @@ def _render_chunks(
                     layer,
                     channels=chunk,
                     param=opts.param,
-                    size=opts.size,
+                    size=size,
                     steps=opts.steps,
                     lr=opts.lr,
                     optimizer=opts.optimizer,
@@ -138,7 +144,10 @@ def _render_chunks(
                     device=opts.device,
                     mean=meta.mean,
                     std=meta.std,
+                    channel_order=meta.channel_order,  # the optimized RGB image as BGR if so
                     image_channels=meta.channels,
+                    trace_size=tuple(meta.input_size),
+                    fixed_size=fixed,
                     progress=lambda _step, _total: bar.update(1),
                 )
             )
@@ -270,6 +279,16 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
     if shape is None:
         raise ReporterError(f"Layer {layer!r} ({info.type}) returns no tensor; choose another.")
     n_channels = int(shape[0])
+    size, fixed = fit_size(
+        model, layer, opts.size, input_size, image_channels=in_channels, device=opts.device
+    )
+    if fixed is not None:
+        log.warning(
+            "featvis: rendering at the model's input size %dx%d, every transformed image "
+            "resized back to it: %s.",
+            *input_size,
+            fixed,
+        )
 
     top: TopKActivations | None = None
     relevance: ClassChannelRelevance | None = None
@@ -327,7 +346,7 @@ def run_featvis(opts: FeatvisOptions) -> dict[str, Any]:
 
     out = Path(opts.out)
     slug = _slug(layer)
-    images, results = _render_chunks(model, layer, channels, opts, meta)
+    images, results = _render_chunks(model, layer, channels, opts, meta, size, fixed is not None)
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)
         initial = torch.cat([r.initial for r in results])

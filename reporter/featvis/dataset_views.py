@@ -255,7 +255,9 @@ def receptive_field(
     non-zero exactly on the pixels that position sees; its bounding box gives the extent and the
     centre offset. The probe input is ``probe_scale`` times the input size so that the field
     fits inside it (the forward pass stops at ``layer``, so later layers need not accept the
-    size); a field that still reaches the border is taken as centred on its cell.
+    size); a field that still reaches the border is taken as centred on its cell. A model that
+    does not run up to ``layer`` at that size (it checks its input size) is probed at its input
+    size instead.
 
     Args:
         model: The model (restored afterwards).
@@ -280,7 +282,20 @@ def receptive_field(
             real = _layer_output(
                 model, layer, torch.zeros(1, image_channels, height, width, device=device), module
             )
-        out = _layer_output(model, layer, probe, module)
+        try:
+            out = _layer_output(model, layer, probe, module)
+        except Exception:  # retried at the input size, which ran above (raised again there)
+            if probe_scale == 1:
+                raise
+            return receptive_field(
+                model,
+                layer,
+                input_size,
+                image_channels=image_channels,
+                device=device,
+                seed=seed,
+                probe_scale=1,
+            )
         if real is None or out is None or out.dim() != 4 or real.dim() != 4:
             raise ReporterError(f"Layer {layer!r} has no [B, C, h, w] output.")
         h, w = out.shape[-2:]

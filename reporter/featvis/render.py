@@ -7,6 +7,13 @@ images, element ``i`` driven by objective ``i`` only (in eval mode the batch ele
 interact, and Adam's update is element-wise). The forward pass stops right after the deepest
 layer an objective reads, so visualizing an early layer does not pay for the rest of the network.
 
+The optimized images are RGB in [0, 1]; the model is given what its preprocessing would give it
+(:meth:`reporter.data.Preprocess.normalize`: put in the model's ``channel_order``, then
+normalised with ``mean`` / ``std``, which are in that order). :func:`size_error` says whether a
+model runs up to a layer on images of a size other than its input size; :func:`fit_size` picks
+the render size from it (the model's input size, with every transformed image resized back to
+it, for a model that runs only at that size).
+
 The caller's model is restored afterwards: hooks removed, ``training`` flags and
 ``requires_grad`` put back, parameters untouched (also when the model raises).
 """
@@ -19,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from reporter.data.transforms import CHANNEL_ORDERS, Preprocess
 from reporter.errors import ReporterError
 from reporter.featvis._forward import StopForward, stop_after
 from reporter.featvis.objectives import (
@@ -36,7 +45,14 @@ from reporter.nn.device import model_device
 from reporter.nn.hooks import ActivationRecorder, eval_mode, frozen_parameters
 from reporter.nn.layers import LayerInfo, resolve_layer, trace_layers
 
-__all__ = ["OPTIMIZERS", "RenderResult", "image_channels_of", "render"]
+__all__ = [
+    "OPTIMIZERS",
+    "RenderResult",
+    "fit_size",
+    "image_channels_of",
+    "render",
+    "size_error",
+]
 
 
 OPTIMIZERS = ("adam", "normalized")
@@ -54,7 +70,8 @@ class RenderResult:
         history: ``[steps, K]`` objective values at each step (on the transformed images).
         initial: ``[K]`` objective values of the starting images (no transforms).
         final: ``[K]`` objective values of the final images (no transforms).
-        settings: The parameters of the run (param, size, steps, lr, optimizer, seed).
+        settings: The parameters of the run (param, size, steps, lr, optimizer, seed,
+            transforms, channel_order).
     """
 
     images: torch.Tensor
@@ -100,6 +117,90 @@ def image_channels_of(model: nn.Module, default: int = 3) -> int:
         if isinstance(module, nn.modules.conv._ConvNd):
             return int(module.in_channels)
     return default
+
+
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """``H`` or ``(H, W)`` as ``(H, W)``."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def size_error(
+    model: nn.Module,
+    layer: str,
+    size: int | tuple[int, int],
+    *,
+    image_channels: int | None = None,
+    trace_size: int | tuple[int, int] | None = None,
+    device: torch.device | str | None = None,
+) -> str | None:
+    """Why ``model`` cannot run up to ``layer`` on a ``size`` image, or ``None`` when it can.
+
+    One forward pass of a zero image, stopped right after ``layer`` (as :func:`render` stops
+    it), so a head that needs the exact input size (a flatten before a linear layer) does not
+    count; position embeddings of a fixed size, or a model that checks its input, do. Use it
+    before rendering at a size other than the model's input size.
+
+    Args:
+        model: The classifier. Its mode is restored afterwards and no hook is left behind.
+        layer: The layer the render reads (a dotted name of ``model.named_modules()``).
+        size: The image size to check, ``H`` or ``(H, W)``.
+        image_channels: Input channels; defaults to the first convolution's ``in_channels``.
+        trace_size: The size the model is known to run at (its input size), to find the layer
+            and where the forward pass can stop; defaults to ``size``.
+        device: Where to run; defaults to the model's device.
+
+    Returns:
+        ``None``, or one line: the exception the model raised (type and first 200 characters).
+
+    Raises:
+        ReporterError: for an unknown layer, or a model that fails at ``trace_size`` itself.
+    """
+    dev = torch.device(device) if device is not None else model_device(model)
+    n_channels = image_channels or image_channels_of(model)
+    hw = _hw(size)
+    with _on_device(model, dev):
+        sample = torch.zeros(1, n_channels, *_hw(trace_size if trace_size is not None else hw))
+        info = resolve_layer(model, layer, trace_layers(model, sample.to(dev)), need_grid=False)
+        stop = dict(model.named_modules())[info.name] if info.calls == 1 else None
+        with eval_mode(model), stop_after(stop), torch.no_grad():
+            try:
+                model(torch.zeros(1, n_channels, *hw, device=dev))
+            except StopForward:
+                return None
+            except Exception as exc:  # noqa: BLE001 - any failure is the answer, said in one line
+                text = " ".join(str(exc).split()) or "no message"
+                text = text if len(text) <= 200 else text[:197] + "..."
+                return f"{type(exc).__name__}: {text}"
+    return None
+
+
+def fit_size(
+    model: nn.Module,
+    layer: str,
+    size: int | tuple[int, int],
+    input_size: int | tuple[int, int],
+    *,
+    image_channels: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[tuple[int, int], str | None]:
+    """The size to render ``layer`` at, and ``None`` or why the model's input size is used.
+
+    ``size`` when the model runs up to ``layer`` at it (checked by :func:`size_error`; for
+    ``size`` equal to ``input_size``, at one pixel more on each side, since the robustness
+    transforms change the size at every step). Otherwise ``input_size`` and the reason: render
+    it with ``fixed_size=True`` (every transformed image resized back to the input size).
+
+    Raises:
+        ReporterError: for an unknown layer, or a model that fails at ``input_size``.
+    """
+    full, wanted = _hw(input_size), _hw(size)
+    probe = wanted if wanted != full else (full[0] + 1, full[1] + 1)
+    error = size_error(
+        model, layer, probe, image_channels=image_channels, trace_size=full, device=device
+    )
+    if error is None:
+        return wanted, None
+    return full, f"the model does not run up to {layer} on a {probe[0]}x{probe[1]} image ({error})"
 
 
 def _objective_list(
@@ -149,8 +250,11 @@ def render(
     device: torch.device | str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channel_order: str = "rgb",
     image_channels: int | None = None,
     decorrelate: bool = True,
+    trace_size: int | tuple[int, int] | None = None,
+    fixed_size: bool = False,
     progress: Progress | None = None,
 ) -> RenderResult:
     """Optimize one image per objective so that the objective grows (activation maximization).
@@ -171,10 +275,22 @@ def render(
         transforms: ``"standard"`` (pad, jitter, scale, rotate, scaled to ``size``), ``None``
             for none, or a list of transforms.
         device: Where to run; defaults to the model's device. The model is moved back after.
-        mean: Per-channel normalization mean the model expects (images are in [0, 1]).
-        std: Per-channel normalization standard deviation.
+        mean: Per-channel normalization mean the model expects (images are in [0, 1]), in the
+            model's channel order.
+        std: Per-channel normalization standard deviation, in the model's channel order.
+        channel_order: ``"rgb"`` or ``"bgr"``: the channel order the model was trained with
+            (``ModelMeta.channel_order``). The images are optimized and returned in RGB and
+            reordered for the model before the normalisation, as the data is.
         image_channels: Input channels; defaults to the first convolution's ``in_channels``.
         decorrelate: Decorrelated colour basis for three-channel images.
+        trace_size: Input size at which the layers are traced (found, checked, and the point
+            where the forward pass stops); defaults to ``size``. Give the model's input size
+            when rendering at another size, for a model whose whole forward pass only runs at
+            its input size (check the render size with :func:`size_error` first).
+        fixed_size: Resize every transformed image back to ``size`` (bilinear) before the
+            forward pass, for a model that runs only at one input size (:func:`fit_size`). The
+            random shifts and rotations keep their effect; the random rescaling is mostly
+            undone by the resize.
         progress: Called as ``progress(step, steps)`` after every step.
 
     Returns:
@@ -192,19 +308,24 @@ def render(
         raise ReporterError(f"steps must be >= 1, got {steps}.")
     if lr <= 0:
         raise ReporterError(f"lr must be > 0, got {lr}.")
+    if channel_order not in CHANNEL_ORDERS:
+        raise ReporterError(
+            f"Unknown channel_order {channel_order!r}; use {' or '.join(CHANNEL_ORDERS)}."
+        )
     dev = torch.device(device) if device is not None else model_device(model)
     n_channels = image_channels or image_channels_of(model)
-    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    hw = _hw(size)
     if isinstance(transforms, str):
         if transforms != "standard":
             raise ReporterError(f"Unknown transforms {transforms!r}; use 'standard' or None.")
         transforms = standard_transforms(min(hw))
     transform = compose(list(transforms or []))
-    mean_t = torch.tensor(list(mean) if mean is not None else [0.0] * n_channels, device=dev)
-    std_t = torch.tensor(list(std) if std is not None else [1.0] * n_channels, device=dev)
-    if mean_t.numel() not in (1, n_channels) or std_t.numel() not in (1, n_channels):
+    means = [float(v) for v in mean] if mean is not None else [0.0]
+    stds = [float(v) for v in std] if std is not None else [1.0]
+    if len(means) not in (1, n_channels) or len(stds) not in (1, n_channels):
         raise ReporterError(f"mean and std need 1 or {n_channels} values (one per channel).")
-    mean_t, std_t = mean_t.view(1, -1, 1, 1), std_t.view(1, -1, 1, 1)
+    # the one normalisation: the data's (channel order, then mean / std in that order)
+    preprocess = Preprocess(hw, n_channels, means, stds, channel_order=channel_order).to(dev)
 
     k = len(objectives)
     names = list(dict.fromkeys(n for o in objectives for n in o.layers if n != LOGITS))
@@ -213,7 +334,8 @@ def render(
     generator = torch.Generator().manual_seed(int(seed))
 
     with _on_device(model, dev):
-        sample = torch.zeros(1, n_channels, *hw, device=dev)
+        traced = _hw(trace_size) if trace_size is not None else hw
+        sample = torch.zeros(1, n_channels, *traced, device=dev)
         infos = trace_layers(model, sample) if names else []
         hooked, stop = _resolve(model, names, infos)
         modules = dict(model.named_modules())
@@ -228,7 +350,7 @@ def render(
 
             def evaluate(images: torch.Tensor) -> torch.Tensor:
                 recorder.clear()
-                x = (images - mean_t) / std_t
+                x = preprocess.normalize(images)
                 out = None
                 with suppress(StopForward):
                     out = model(x)
@@ -248,7 +370,10 @@ def render(
                 initial = evaluate(image()).detach().cpu()
             history = []
             for step in range(steps):
-                values = evaluate(transform(image(), generator))
+                moved = transform(image(), generator)
+                if fixed_size and tuple(moved.shape[-2:]) != hw:
+                    moved = F.interpolate(moved, size=hw, mode="bilinear", align_corners=False)
+                values = evaluate(moved)
                 grads = torch.autograd.grad(-values.sum(), params)
                 with torch.no_grad():
                     if adam is not None:
@@ -276,6 +401,8 @@ def render(
         "optimizer": optimizer,
         "seed": int(seed),
         "transforms": "standard" if transforms else None,
+        "channel_order": channel_order,
+        "fixed_size": bool(fixed_size),
     }
     return RenderResult(
         images=images.cpu(),
