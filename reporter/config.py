@@ -564,9 +564,9 @@ def check_value(name: str, value: Any) -> Any:
             raise ReporterError(f"{name} = {_show(value)} is out of range; it must be {span}.")
         if above is not None and not converted > above:
             raise ReporterError(f"{name} = {_show(value)} must be above {above}.")
-    choices = bounds.get("choices")
-    if choices is not None and converted is not None and converted not in choices:
-        either = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+    allowed = bounds.get("choices")
+    if allowed is not None and converted is not None and converted not in allowed:
+        either = ", ".join(repr(c) for c in allowed[:-1]) + f" or {allowed[-1]!r}"
         raise ReporterError(f"{name} must be {either}, got {converted!r}.")
     if isinstance(converted, tuple) and "lengths" in bounds:  # numbers, one per channel
         lengths, above = bounds["lengths"], bounds.get("above")
