@@ -236,3 +236,17 @@ def test_a_tiny_budget_runs_the_floors_and_says_so(tmp_path: Path):
     html = (out / "report.html").read_text()
     assert "the randomization test ran on 8 of 24 images" in html
     assert audit["command"].endswith("--trust-budget 0.001")
+
+
+def test_every_prefix_of_the_trust_sample_is_balanced_over_the_classes():
+    import numpy as np
+
+    labels = np.repeat(np.arange(5), [30, 2, 10, 10, 10])  # sorted, as a folder lists them
+    order = stage.interleaved_by_class(labels, np.random.default_rng(0))
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    first = labels[order[:10]]
+    assert sorted(np.bincount(first).tolist()) == [2, 2, 2, 2, 2]
+    # a class with fewer images runs out; the others go on in turn
+    assert np.bincount(labels[order[:26]]).tolist() == [6, 2, 6, 6, 6]
+    again = stage.interleaved_by_class(labels, np.random.default_rng(0))
+    assert (order == again).all()

@@ -258,6 +258,26 @@ def _region_inputs(model, images, labels, layers, methods, batch) -> RegionInput
     )
 
 
+def interleaved_by_class(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An order of ``labels``'s positions in which every prefix is balanced over the classes:
+    each class's positions in random order, then taken one per class in turn (classes in
+    random order, the same in every round), so the first ``k * classes`` positions hold ``k``
+    of each class that has that many.
+
+    Returns:
+        A permutation of ``range(len(labels))``.
+    """
+    labels = np.asarray(labels)
+    classes = rng.permutation(np.unique(labels))
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+    order: list[int] = []
+    depth = 0
+    while len(order) < len(labels):
+        order.extend(int(q[depth]) for q in queues if depth < len(q))
+        depth += 1
+    return np.asarray(order, dtype=np.int64)
+
+
 def _region_search(model, images, labels, inputs: RegionInputs, names, batch, seed, settings):
     """The region intervention, ``{class: CueSearch}``: each class's box proposed by every
     method and layer and by the pixel contrast, the one whose paste moves the predictions most
@@ -344,6 +364,9 @@ def trust_checks(prep: Prepared, config: AuditConfig, stream: StreamResult) -> S
     if n == 0:
         return result
     pos = np.sort(rng.permutation(usable)[:n])
+    # the checks take prefixes of the sample (sanity_images, faithfulness_images,
+    # region_images): order it so that every prefix holds every class alike
+    pos = pos[interleaved_by_class(preds.labels[pos], rng)]
     dataset_idx = [int(i) for i in preds.indices[pos]]
     targets = torch.as_tensor(preds.preds[pos], dtype=torch.long)
     labels = torch.as_tensor(preds.labels[pos], dtype=torch.long)
