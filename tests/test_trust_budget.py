@@ -85,24 +85,95 @@ def test_faithfulness_cost_is_the_passes_the_stage_makes():
     assert model.images == 5 * cost.forward
 
 
-def test_search_forward_passes_is_what_the_search_runs():
-    model = Counting()
-    gen = torch.Generator().manual_seed(1)
+def _search_inputs(seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
     images = torch.rand(18, 3, 16, 16, generator=gen)
     labels = torch.arange(18) % 3
-    candidates = {"m@l": torch.rand(18, 4, 4, generator=gen), "n@l": torch.rand(18, 4, 4)}
-    names = ["a", "b", "c"]
+    candidates = {
+        "m@l": torch.rand(18, 4, 4, generator=gen),
+        "n@l": torch.rand(18, 4, 4, generator=gen),
+    }
+    return images, labels, candidates, ["a", "b", "c"]
+
+
+def test_search_forward_passes_is_what_the_search_runs():
+    model = Counting()
+    images, labels, candidates, names = _search_inputs()
     proposals = T.region_proposals(images, labels, candidates, names)
     assert set(proposals) == set(names)
     assert all(len(v) == 4 for v in proposals.values())  # 2 maps, contrast, contrast peak
     before = torch.zeros(18, dtype=torch.long)
     found = T.search_region_cues(model, images, labels, candidates, names, before=before)
-    assert model.images == T.search_forward_passes(labels, proposals, names)
     assert set(found) == set(names)
+
+    def passes(found) -> int:  # pastes of every distinct box, controls made, the ablation
+        total = 0
+        for cname, search in found.items():
+            boxes = {tuple(c["box"]): c["controlled"] for c in search.candidates}
+            own = int((labels == names.index(cname)).sum())
+            total += (len(boxes) + sum(boxes.values())) * (18 - own) + own
+        return total
+
+    assert model.images == passes(found)
+    least = T.search_forward_passes(labels, proposals, names)
+    most = T.search_forward_passes(labels, proposals, names, controls=None)
+    assert least <= model.images <= most
     # without the predictions given, they are made once for every class
     model.images = 0
-    T.search_region_cues(model, images, labels, candidates, names)
-    assert model.images == T.search_forward_passes(labels, proposals, names) + 18
+    found = T.search_region_cues(model, images, labels, candidates, names)
+    assert model.images == passes(found) + 18
+
+
+class Fixed(nn.Module):
+    """Predicts class 0 unless the top-left 4x4 corner is bright: then class 1; a bright
+    bottom-right corner gives class 2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tl = x[:, :, :4, :4].mean(dim=(1, 2, 3))
+        br = x[:, :, -4:, -4:].mean(dim=(1, 2, 3))
+        logits = torch.stack([torch.full_like(tl, 0.6), tl, br], dim=1)
+        return logits * 10
+
+
+def test_the_search_chooses_what_controlling_every_box_chooses():
+    from reporter.metrics.trust.interventions import _paste_into_other_classes
+
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(30, 3, 16, 16, generator=gen) * 0.5
+    labels = torch.arange(30) % 3
+    images[labels == 1, :, :4, :4] = 1.0  # class 1 carries a corner cue
+    images[labels == 2, :, -4:, -4:] = 1.0
+    candidates = {"noise@l": torch.rand(30, 16, 16, generator=gen)}
+    names = ["a", "b", "c"]
+    model = Fixed()
+    found = T.search_region_cues(model, images, labels, candidates, names, area=1 / 16)
+    proposals = T.region_proposals(images, labels, candidates, names, area=1 / 16)
+    before = torch.stack([model(images[i : i + 1]).argmax(1)[0] for i in range(30)])
+    for cname, regions in proposals.items():
+        index = names.index(cname)
+        sel = labels == index
+        full = {}
+        for _, region in regions:  # the old way: every distinct box with its control
+            if region.box not in full:
+                full[region.box] = _paste_into_other_classes(
+                    model,
+                    images,
+                    labels,
+                    sel,
+                    index,
+                    region.box,
+                    cname,
+                    0,
+                    128,
+                    0.95,
+                    before=before[~sel],
+                )
+        best = max(full, key=lambda b: full[b].net_flip_rate)
+        assert tuple(found[cname].cue.region.box) == best
+        assert found[cname].cue.paste == full[best]  # same draws, same numbers
+    assert found["b"].flagged and found["c"].flagged and not found["a"].flagged
+    controls = [c["controlled"] for v in found.values() for c in v.candidates]
+    assert not all(controls)  # controls were saved
 
 
 def test_plan_keeps_every_count_when_the_estimate_fits():

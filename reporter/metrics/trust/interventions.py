@@ -805,16 +805,18 @@ def _paste_into_other_classes(
     confidence: float,
     *,
     before: torch.Tensor | None = None,
+    control: bool = True,
 ) -> PasteEffect:
     """:func:`region_paste` of class ``index``'s ``box`` (its images: ``sel``) into every other
-    class's images, with the same box from those images as the control."""
+    class's images, with the same box from those images as the control (``control=False``:
+    none; :func:`_with_control` adds it later)."""
     return region_paste(
         model,
         images[~sel],
         box,
         images[sel],
         index,
-        control_source_images=images[~sel],
+        control_source_images=images[~sel] if control else None,
         labels_other=labels[~sel],
         control_labels=labels[~sel],
         class_name=name,
@@ -887,15 +889,18 @@ def region_paste(
     n_eligible = int(eligible.sum())
     k = int((eligible & (after == target_class)).sum())
     flip = k / n_eligible if n_eligible else 0.0
-    control = None
-    if control_source_images is not None and control_source_images.shape[0] > 0:
-        edited_c = _pasted_from_other_classes(
-            images_other, control_source_images, labels_other, control_labels, box, gen
-        )
-        if edited_c is not None:
-            after_c = _predict(model, edited_c, batch_size)
-            k_c = int((eligible & (after_c == target_class)).sum())
-            control = k_c / n_eligible if n_eligible else 0.0
+    control = _control_flip_rate(
+        model,
+        images_other,
+        (y0, x0, y1, x1),
+        control_source_images,
+        labels_other,
+        control_labels,
+        eligible,
+        target_class,
+        gen,
+        batch_size,
+    )
     return PasteEffect(
         class_name=class_name if class_name is not None else str(target_class),
         n=int(n),
@@ -907,6 +912,66 @@ def region_paste(
         box=(y0, x0, y1, x1),
         control_flip_rate=control,
         net_flip_rate=flip - (control or 0.0),
+    )
+
+
+def _control_flip_rate(
+    model: ModelFn,
+    images_other: torch.Tensor,
+    box: Box,
+    control_source_images: torch.Tensor | None,
+    labels_other: torch.Tensor | None,
+    control_labels: torch.Tensor | None,
+    eligible: torch.Tensor,
+    target_class: int,
+    gen: torch.Generator,
+    batch_size: int,
+) -> float | None:
+    """:func:`region_paste`'s control: the share of the eligible images that ``box`` pasted
+    from a third class turns into ``target_class`` (``None`` without control sources)."""
+    if control_source_images is None or control_source_images.shape[0] == 0:
+        return None
+    edited = _pasted_from_other_classes(
+        images_other, control_source_images, labels_other, control_labels, box, gen
+    )
+    if edited is None:
+        return None
+    n_eligible = int(eligible.sum())
+    after = _predict(model, edited, batch_size)
+    k = int((eligible & (after == target_class)).sum())
+    return k / n_eligible if n_eligible else 0.0
+
+
+def _with_control(
+    model: ModelFn,
+    paste: PasteEffect,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sel: torch.Tensor,
+    index: int,
+    seed: int,
+    batch_size: int,
+    before: torch.Tensor,
+) -> PasteEffect:
+    """``paste`` (made by :func:`_paste_into_other_classes` with ``control=False``) with its
+    control added: the same numbers, draws included, as with ``control=True``."""
+    gen = torch.Generator().manual_seed(int(seed + index))
+    n = int((~sel).sum())
+    torch.randint(int(sel.sum()), (n,), generator=gen)  # the paste's own draws come first
+    control = _control_flip_rate(
+        model,
+        images[~sel],
+        paste.box,
+        images[~sel],
+        labels[~sel],
+        labels[~sel],
+        before != index,
+        index,
+        gen,
+        batch_size,
+    )
+    return replace(
+        paste, control_flip_rate=control, net_flip_rate=paste.flip_rate - (control or 0.0)
     )
 
 
@@ -1194,17 +1259,25 @@ def region_proposals(
 
 
 def search_forward_passes(
-    labels: torch.Tensor, proposals: dict[str, list[tuple[str, Region]]], class_names: Sequence[str]
+    labels: torch.Tensor,
+    proposals: dict[str, list[tuple[str, Region]]],
+    class_names: Sequence[str],
+    *,
+    controls: int | None = 1,
 ) -> int:
     """Images :func:`search_region_cues` runs through the model for these proposals (with the
     predictions on the intact images given as ``before``): per class, each distinct box pasted
-    into the other classes' images and its control, and the best box ablated in its own."""
+    into the other classes' images, ``controls`` controls of as many images (at least the
+    chosen box's; another box's when its paste beats the chosen box's net effect: ``None``
+    counts a control for every distinct box, the most there can be), and the chosen box
+    ablated in the class's own images."""
     labels = labels.reshape(-1)
     total = 0
     for cname, regions in proposals.items():
         own = int((labels == list(class_names).index(cname)).sum())
         distinct = len({region.box for _, region in regions})
-        total += 2 * distinct * (len(labels) - own) + own
+        checked = distinct if controls is None else min(distinct, controls)
+        total += (distinct + checked) * (len(labels) - own) + own
     return total
 
 
@@ -1274,12 +1347,15 @@ def search_region_cues(
         index = list(class_names).index(cname)
         sel = labels == index
         assert before is not None
-        tried: dict[Box, PasteEffect] = {}
-        records: list[dict] = []
-        best: tuple[float, str, Region, PasteEffect] | None = None
-        for source, region in regions:
-            if region.box not in tried:
-                tried[region.box] = _paste_into_other_classes(
+        # every distinct box pasted; a control only where it can change the choice: the box
+        # whose bound (its net effect once controlled, its flip rate until then: the control
+        # can only lower it) is the largest, first on ties, is controlled, until the largest
+        # bound is a controlled box's. That box has the largest net effect of all, as if every
+        # box had been controlled.
+        pastes: dict[Box, PasteEffect] = {}
+        for _, region in regions:
+            if region.box not in pastes:
+                pastes[region.box] = _paste_into_other_classes(
                     model,
                     images,
                     labels,
@@ -1291,8 +1367,22 @@ def search_region_cues(
                     batch_size,
                     confidence,
                     before=before[~sel],
+                    control=False,
                 )
-            paste = tried[region.box]
+        controlled: set[Box] = set()
+        while True:
+            top = max(pastes, key=lambda b: pastes[b].net_flip_rate)  # first on ties
+            if top in controlled:
+                break
+            pastes[top] = _with_control(
+                model, pastes[top], images, labels, sel, index, seed, batch_size, before[~sel]
+            )
+            controlled.add(top)
+        records: list[dict] = []
+        best: tuple[float, str, Region, PasteEffect] | None = None
+        for source, region in regions:
+            paste = pastes[region.box]
+            checked = region.box in controlled
             verdict = region_cue(
                 cname,
                 region,
@@ -1307,13 +1397,14 @@ def search_region_cues(
                     "source": source,
                     "box": list(region.box),
                     "position": region.position,
-                    "flagged": verdict.flagged,
+                    "flagged": verdict.flagged if checked else False,
                     "flip_rate": paste.flip_rate,
                     "control_flip_rate": paste.control_flip_rate,
-                    "net_flip_rate": paste.net_flip_rate,
+                    "net_flip_rate": paste.net_flip_rate if checked else None,
+                    "controlled": checked,
                 }
             )
-            if best is None or paste.net_flip_rate > best[0]:
+            if checked and (best is None or paste.net_flip_rate > best[0]):
                 best = (paste.net_flip_rate, source, region, paste)
         assert best is not None
         _, source, region, paste = best
