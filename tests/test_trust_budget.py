@@ -183,6 +183,7 @@ def test_plan_keeps_every_count_when_the_estimate_fits():
     )
     assert plan.images == requested and not plan.reduced and plan.scale == 1.0
     assert plan.as_dict()["reduced"] is False
+    assert plan.as_dict()["measured"]["scale"] == 1.0
 
 
 def test_plan_scales_every_check_by_one_factor():
@@ -221,17 +222,19 @@ def test_budget_zero_is_no_limit():
 def _budget(reduced: bool = True) -> dict:
     return {
         "budget_seconds": 120.0,
-        "explain_ms": 37.6,
-        "forward_ms": 41.2,
-        "spent_seconds": 12.0,
         "requested": {"sanity": 24, "faithfulness": 32, "region": 96},
         "images": {"sanity": 8, "faithfulness": 10, "region": 96}
         if reduced
         else {"sanity": 24, "faithfulness": 32, "region": 96},
-        "estimated_seconds": {"sanity": 22.6, "faithfulness": 265.0, "region": 120.4},
-        "planned_seconds": {"sanity": 7.5, "faithfulness": 82.8, "region": 120.4},
-        "scale": 0.3,
         "reduced": reduced,
+        "measured": {
+            "explain_ms": 37.6,
+            "forward_ms": 41.2,
+            "spent_seconds": 12.0,
+            "estimated_seconds": {"sanity": 22.6, "faithfulness": 265.0, "region": 120.4},
+            "planned_seconds": {"sanity": 7.5, "faithfulness": 82.8, "region": 120.4},
+            "scale": 0.3,
+        },
     }
 
 
@@ -296,7 +299,7 @@ def test_a_tiny_budget_runs_the_floors_and_says_so(tmp_path: Path):
     assert n > 24
     assert budget["requested"] == {"sanity": 24, "faithfulness": min(32, n), "region": n}
     assert budget["images"] == {"sanity": 8, "faithfulness": 8, "region": min(32, n)}
-    assert budget["forward_ms"] > 0 and budget["explain_ms"] > 0
+    assert budget["measured"]["forward_ms"] > 0 and budget["measured"]["explain_ms"] > 0
     assert trust["settings"]["sanity_images"] == 24  # what was configured ...
     assert trust["sanity_images"] == 8  # ... and what ran
     assert trust["faithfulness"]["images"] == 8

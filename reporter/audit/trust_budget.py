@@ -145,18 +145,21 @@ class TrustPlan:
         return any(self.images[c] < self.requested[c] for c in self.requested)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (``trust.budget`` in ``audit.json``)."""
+        """JSON-ready (``trust.budget`` in ``audit.json``). What the clock measured is under
+        ``measured`` (it differs from run to run, like ``timings``)."""
         return {
             "budget_seconds": self.budget_seconds,
-            "explain_ms": round(self.explain_ms, 3),
-            "forward_ms": round(self.forward_ms, 3),
-            "spent_seconds": round(self.spent_seconds, 3),
             "requested": dict(self.requested),
             "images": dict(self.images),
-            "estimated_seconds": {k: round(v, 1) for k, v in self.estimated_seconds.items()},
-            "planned_seconds": {k: round(v, 1) for k, v in self.planned_seconds.items()},
-            "scale": round(self.scale, 4),
             "reduced": self.reduced,
+            "measured": {
+                "explain_ms": round(self.explain_ms, 3),
+                "forward_ms": round(self.forward_ms, 3),
+                "spent_seconds": round(self.spent_seconds, 3),
+                "estimated_seconds": {k: round(v, 1) for k, v in self.estimated_seconds.items()},
+                "planned_seconds": {k: round(v, 1) for k, v in self.planned_seconds.items()},
+                "scale": round(self.scale, 4),
+            },
         }
 
 
