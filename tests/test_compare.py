@@ -373,3 +373,37 @@ def test_user_templates_render_sandboxed(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [*args, "--template-dir", str(theme)])
     assert result.exit_code == 0
     assert (tmp_path / "o" / "report.html").read_text() == "<p>unchanged</p>"
+
+
+def test_trust_checks_on_different_numbers_of_images_are_said(tmp_path: Path) -> None:
+    labels, old, _ = _table(0, 0)
+
+    def counts(sanity: int, faithfulness: int, region: int) -> dict:
+        return {
+            "sanity_images": sanity,
+            "faithfulness": {"images": faithfulness},
+            "shortcut_rules": {"region_images": region},
+        }
+
+    a = make_bundle(tmp_path / "a", labels=labels, preds=old, sanity={"gradcam": "passed"})
+    b = make_bundle(tmp_path / "b", labels=labels, preds=old, sanity={"gradcam": "inconclusive"})
+    for folder, trust in ((a, counts(24, 32, 96)), (b, counts(8, 32, 40))):
+        audit = json.loads((folder / "audit.json").read_text())
+        audit["trust"].update(trust)
+        (folder / "audit.json").write_text(json.dumps(audit))
+    c, _ = compare(load_bundle(a), load_bundle(b))
+    assert c["trust"]["images"]["differ"] == ["sanity", "region"]
+    found = next(f for f in c["findings"] if f["id"] == "trust-images-differ")
+    assert found["statement"] == (
+        "The two audits ran their trust checks on different numbers of images (randomization "
+        "test 24 → 8, region search 96 → 40): a status or flag that changed may come from the "
+        "sample size (and its interval) rather than from the model."
+    )
+    assert found["numbers"] == {
+        "old": {"sanity": 24, "region": 96},
+        "new": {"sanity": 8, "region": 40},
+    }
+    # the same counts, or counts an older bundle does not record: nothing said
+    c2, _ = compare(load_bundle(a), load_bundle(a))
+    assert c2["trust"]["images"]["differ"] == []
+    assert not [f for f in c2["findings"] if f["id"] == "trust-images-differ"]

@@ -270,6 +270,23 @@ def _sanity_status(entry: Any) -> str | None:
     return None
 
 
+def trust_images(trust: dict[str, Any]) -> dict[str, int | None]:
+    """Images each trust check ran on (``None`` where the audit does not say): the
+    randomization test, deletion / insertion and the region search. A time budget
+    (``trust.budget``) can make them differ between two audits of the same settings."""
+
+    def count(value: Any) -> int | None:
+        return (
+            int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        )
+
+    return {
+        "sanity": count(trust.get("sanity_images")),
+        "faithfulness": count((trust.get("faithfulness") or {}).get("images")),
+        "region": count((trust.get("shortcut_rules") or {}).get("region_images")),
+    }
+
+
 def _trust_changes(old: Bundle, new: Bundle) -> dict[str, Any]:
     to, tn = old.audit.get("trust") or {}, new.audit.get("trust") or {}
     so, sn = to.get("sanity") or {}, tn.get("sanity") or {}
@@ -295,11 +312,14 @@ def _trust_changes(old: Bundle, new: Bundle) -> dict[str, Any]:
             else "changed"
         )  # fmt: skip
         shortcut.append({"class": cname, "old": fo, "new": fn, "change": change})
+    io, inew = trust_images(to), trust_images(tn)
+    differ = [c for c in io if io[c] is not None and inew[c] is not None and io[c] != inew[c]]
     return {
         "checked_old": bool(to),
         "checked_new": bool(tn),
         "sanity": sanity,
         "shortcut": shortcut,
+        "images": {"old": io, "new": inew, "differ": differ},
     }
 
 

@@ -234,6 +234,26 @@ def _trust(c: dict[str, Any]) -> list[dict[str, Any]]:
             f"The shortcut flagged before for {_quote(gone)} is no longer found.",
             {"classes": gone}, "trust", "Trust changes", "No action needed.",
         ))  # fmt: skip
+    images = t.get("images") or {}
+    differ = images.get("differ") or []
+    if differ and (t["sanity"] or t["shortcut"]):
+        words = {
+            "sanity": "randomization test",
+            "faithfulness": "deletion / insertion",
+            "region": "region search",
+        }
+        parts = [f"{words[k]} {images['old'][k]} → {images['new'][k]}" for k in differ]
+        out.append(_finding(
+            "trust-images-differ", "info",
+            "The two audits ran their trust checks on different numbers of images ("
+            + ", ".join(parts) + "): a status or flag that changed may come from the sample "
+            "size (and its interval) rather than from the model.",
+            {"old": {k: images["old"][k] for k in differ},
+             "new": {k: images["new"][k] for k in differ}},
+            "trust", "Trust changes",
+            "Audit both models with the same [trust] counts and --trust-budget 0 before "
+            "reading a changed trust status as the model's.",
+        ))  # fmt: skip
     failed = [s["method"] for s in t["sanity"] if s["change"] == "newly failed"]
     if failed:
         out.append(_finding(
