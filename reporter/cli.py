@@ -590,6 +590,7 @@ def predict(
         len(names),
         prep.bundle.input_size,
         prep.loaded.meta.input_size,
+        stated="input_size" not in prep.loaded.assumed,
     )
     if hint:
         log.warning(hint)

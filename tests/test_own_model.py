@@ -133,6 +133,10 @@ def test_summary_and_chance_hint() -> None:
     assert "--input-size 64" in size_mismatch_hint(21, 32, 2, (64, 64), (224, 224))
     assert size_mismatch_hint(23, 32, 2, (64, 64), (224, 224)) is None  # 71.9 % > 67.7 %
     assert size_mismatch_hint(16, 32, 2, (224, 224), (224, 224)) is None  # same size
+    # a stated input size (checkpoint, flag): check the rest of the preprocessing instead
+    stated = size_mismatch_hint(21, 32, 2, (64, 64), (224, 224), stated=True)
+    assert stated is not None and "--input-size 64" not in stated
+    assert "as its checkpoint or --input-size states" in stated and "--mean" in stated
 
 
 def test_meta_stores_preprocessing_and_checks_it(tmp_path: Path) -> None:

@@ -444,6 +444,7 @@ def _warn_size_mismatch(prep: Prepared, stream: StreamResult, batch_size: int) -
         len(prep.bundle.class_names),
         prep.bundle.input_size,
         prep.loaded.meta.input_size,
+        stated="input_size" not in prep.loaded.assumed,
     )
     if hint:
         log.warning(hint)

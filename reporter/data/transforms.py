@@ -336,12 +336,16 @@ def size_mismatch_hint(
     num_classes: int,
     native_size: tuple[int, int] | None,
     input_size: tuple[int, int],
+    *,
+    stated: bool = False,
 ) -> str | None:
     """A warning when accuracy is at chance level and the data's size differs from the model's.
 
     "At chance level" means ``correct / n`` is not above ``1 / num_classes`` by two standard
     errors of a guess (``2 * sqrt(p (1 - p) / n)``). Returns ``None`` when the accuracy is
-    above that, when the sizes agree or when fewer than 8 images were seen.
+    above that, when the sizes agree or when fewer than 8 images were seen. ``stated``: the
+    model's input size was given (by its checkpoint or a flag), not assumed; the advice is then
+    to check the rest of the preprocessing rather than to state the size.
     """
     if n < 8 or num_classes < 2 or native_size is None:
         return None
@@ -351,10 +355,18 @@ def size_mismatch_hint(
     chance = 1.0 / num_classes
     if correct / n > chance + 2.0 * math.sqrt(chance * (1.0 - chance) / n):
         return None
-    return (
+    facts = (
         f"accuracy on the first {n} images is {correct / n:.1%}, at chance level "
         f"({chance:.1%} for {num_classes} classes), and the images are "
-        f"{native[0]}x{native[1]} while the model input is {input_size[0]}x{input_size[1]}. "
-        f"If the model was trained at {native[0]} px, pass --input-size {native[0]} (or store "
-        "the input size in its checkpoint)."
+        f"{native[0]}x{native[1]} while the model input is {input_size[0]}x{input_size[1]}"
+    )
+    if stated:
+        return (
+            f"{facts} (as its checkpoint or --input-size states). Check that the images are "
+            "prepared as in training (--resize, --crop, --mean, --std, --channel-order, "
+            "--grayscale) and that the labels match the model's classes."
+        )
+    return (
+        f"{facts}. If the model was trained at {native[0]} px, pass --input-size {native[0]} "
+        "(or store the input size in its checkpoint)."
     )
