@@ -27,6 +27,7 @@ __all__ = [
     "AUDIT_FILE",
     "REPORT_ID_EXCLUDES",
     "SCHEMA_VERSION",
+    "TRUST_CHECKS",
     "Artifacts",
     "clean_json",
     "read_bundle",
@@ -39,6 +40,15 @@ SCHEMA_VERSION = 3
 """Version of ``audit.json`` and ``artifacts/``; docs/bundle.rst lists the changes."""
 
 REPORT_ID_EXCLUDES = ("timings", "rendering", "artifacts", "signoff.report_id")
+
+TRUST_CHECKS = {
+    "sanity": "randomization test",
+    "faithfulness": "deletion / insertion",
+    "region": "region search",
+}
+"""The trust checks whose image counts ``audit.json`` records (``trust.budget.images``;
+``trust.sanity_images``, ``trust.faithfulness.images``, ``trust.shortcut_rules.region_images``)
+and how sentences name them."""
 """Keys of ``audit.json`` left out of the report id: the stage timings (they differ between two
 runs of the same audit), what is written after the id is computed (``rendering``, the
 ``artifacts`` manifest) and the id itself."""

@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from reporter.bundle import TRUST_CHECKS
+
 __all__ = [
     "CHECKS",
     "FLOORS",
@@ -39,9 +41,9 @@ __all__ = [
     "plan_trust",
 ]
 
-CHECKS = ("sanity", "faithfulness", "region")
+CHECKS = tuple(TRUST_CHECKS)
 """The checks whose images the budget scales (``[trust]`` keys ``sanity_images``,
-``faithfulness_images``, ``region_images``)."""
+``faithfulness_images``, ``region_images``; :data:`reporter.bundle.TRUST_CHECKS`)."""
 
 SANITY_STEP_COST = 2.0
 """An explanation pass of the randomization test costs about this many explanation passes of

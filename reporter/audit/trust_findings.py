@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reporter.bundle import TRUST_CHECKS
+
 __all__ = [
     "BLURRED_ACCURACY",
     "BLURRED_LOWER",
@@ -171,13 +173,6 @@ def borderline_sanity_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-_CHECK_WORDS = {
-    "sanity": "randomization test",
-    "faithfulness": "deletion / insertion",
-    "region": "region search",
-}
-
-
 def budget_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
     """One ``info`` record when the trust stage's time budget reduced its image counts
     (``trust.budget.reduced``): which checks ran on how many of their configured images, the
@@ -186,7 +181,7 @@ def budget_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
     if not budget.get("reduced"):
         return []
     requested, images = budget["requested"], budget["images"]
-    cut = [c for c in _CHECK_WORDS if c in images and images[c] < requested[c]]
+    cut = [c for c in TRUST_CHECKS if c in images and images[c] < requested[c]]
     measured = budget["measured"]
     numbers = {
         "budget_seconds": budget["budget_seconds"],
@@ -196,7 +191,7 @@ def budget_findings(audit: dict[str, Any]) -> list[dict[str, Any]]:
         "images": {c: images[c] for c in cut},
         "estimated_seconds": round(sum(measured["estimated_seconds"].values())),
     }
-    parts = [f"{_CHECK_WORDS[c]} {images[c]} of {requested[c]} images" for c in cut]
+    parts = [f"{TRUST_CHECKS[c]} {images[c]} of {requested[c]} images" for c in cut]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     statement = (
         f"The trust checks ran on fewer images than configured to fit their time budget of "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reporter.bundle import TRUST_CHECKS
+
 __all__ = [
     "ALPHA",
     "DRIFT_NOTABLE",
@@ -237,12 +239,7 @@ def _trust(c: dict[str, Any]) -> list[dict[str, Any]]:
     images = t.get("images") or {}
     differ = images.get("differ") or []
     if differ and (t["sanity"] or t["shortcut"]):
-        words = {
-            "sanity": "randomization test",
-            "faithfulness": "deletion / insertion",
-            "region": "region search",
-        }
-        parts = [f"{words[k]} {images['old'][k]} → {images['new'][k]}" for k in differ]
+        parts = [f"{TRUST_CHECKS[k]} {images['old'][k]} → {images['new'][k]}" for k in differ]
         out.append(_finding(
             "trust-images-differ", "info",
             "The two audits ran their trust checks on different numbers of images ("

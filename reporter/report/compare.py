@@ -17,7 +17,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from reporter.bundle import to_json
+from reporter.bundle import TRUST_CHECKS, to_json
 from reporter.errors import ReporterError
 from reporter.outdir import staged_output
 from reporter.report import figures as fg
@@ -120,7 +120,13 @@ def write_comparison(
             with (stage / "artifacts" / "moved.npz").open("wb") as fh:
                 np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
         if formats & {"html", "pdf"}:
-            html = render_page("compare.html", template_dir, c=c, fig=compare_figures(c, arrays))
+            html = render_page(
+                "compare.html",
+                template_dir,
+                c=c,
+                fig=compare_figures(c, arrays),
+                checks=TRUST_CHECKS,
+            )
             if "html" in formats:
                 paths["html"] = stage / "report.html"
                 paths["html"].write_text(html, encoding="utf-8")

@@ -1379,7 +1379,6 @@ def search_region_cues(
             )
             controlled.add(top)
         records: list[dict] = []
-        best: tuple[float, str, Region, PasteEffect] | None = None
         for source, region in regions:
             paste = pastes[region.box]
             checked = region.box in controlled
@@ -1404,10 +1403,9 @@ def search_region_cues(
                     "controlled": checked,
                 }
             )
-            if checked and (best is None or paste.net_flip_rate > best[0]):
-                best = (paste.net_flip_rate, source, region, paste)
-        assert best is not None
-        _, source, region, paste = best
+        # the chosen box is the loop's last top; its first proposer names it
+        source, region = next((src, reg) for src, reg in regions if reg.box == top)
+        paste = pastes[top]
         ablation = region_ablation(
             model,
             images[sel],
